@@ -1,0 +1,66 @@
+"""Developer sessions for trioserve.
+
+Run ``nox -l`` to list them. ``nox`` alone runs tests, lint and typecheck.
+Sessions use the interpreter nox itself runs on; no Python version list is
+hard-coded, so this works on a machine with a single Python installed.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+LINT_PATHS = ("trioserve", "tests", "noxfile.py")
+
+# Modules whose coverage is held to a hard floor (comma-separated --include globs).
+CORE_MODULES = "trioserve/_connection.py,trioserve/protocol/*"
+CORE_FAIL_UNDER = "95"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (minus @pytest.mark.slow) under coverage."""
+    session.install("-e", ".[test]")
+    session.run("coverage", "run", "-m", "pytest", "-m", "not slow", *session.posargs)
+    # Whole-package report: informational only, no threshold.
+    session.run("coverage", "report")
+    # The connection state machine and protocol layer must stay >= 95% covered.
+    session.log(f"Coverage of core modules ({CORE_MODULES}), required >= {CORE_FAIL_UNDER}%:")
+    session.run(
+        "coverage",
+        "report",
+        "--include",
+        CORE_MODULES,
+        f"--fail-under={CORE_FAIL_UNDER}",
+    )
+
+
+@nox.session
+def tests_slow(session: nox.Session) -> None:
+    """Run only the long-running tests (@pytest.mark.slow)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy --strict."""
+    session.install("-e", ".", "mypy>=1.10", "exceptiongroup")
+    session.run("mypy", "--strict", "trioserve")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Serve the example app (examples/hello.py, attribute ``app``) via the CLI."""
+    session.install("-e", ".")
+    session.run("trioserve", "examples.hello:app", *session.posargs)

@@ -1,0 +1,228 @@
+"""``Config``: every setting trioserve has, validated once, then frozen.
+
+Each key is a dataclass field whose metadata carries its documentation and its
+validator, so the reference documentation and the error messages come from the
+same table and cannot drift apart. Key names follow Hypercorn's wherever Hypercorn
+has the same setting, so that a Hypercorn configuration keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from ._errors import ConfigError
+
+__all__ = ["Config"]
+
+LifespanMode = Literal["auto", "on", "off"]
+DisconnectPolicy = Literal["safe", "always", "never"]
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _seconds(key: str, value: object) -> float:
+    """A positive duration; ``None`` and ``inf`` mean "no limit"."""
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            f"{key} must be a number of seconds > 0 (or None for no limit), got {_describe(value)}"
+        )
+    return float(value)
+
+
+def _positive_int(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1, got {_describe(value)}")
+    return value
+
+
+def _optional_positive_int(key: str, value: object) -> int | None:
+    return None if value is None else _positive_int(key, value)
+
+
+def _non_negative_int(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be an integer >= 0, got {_describe(value)}")
+    return value
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {_describe(value)}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str, object], str]:
+    def check(key: str, value: object) -> str:
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(f"{key} must be one of {allowed}, got {_describe(value)}")
+        return str(value)
+
+    return check
+
+
+def _root_path(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {_describe(value)}")
+    if value and (not value.startswith("/") or value.endswith("/")):
+        raise ConfigError(
+            f"{key} must be empty or start with '/' and not end with '/', got {value!r}"
+        )
+    return value
+
+
+def _binds(key: str, value: object) -> tuple[str, ...]:
+    items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    try:
+        binds = tuple(items)
+    except TypeError:
+        raise ConfigError(
+            f"{key} must be a string or a list of strings, got {_describe(value)}"
+        ) from None
+    if not binds or not all(isinstance(b, str) and b for b in binds):
+        raise ConfigError(f"{key} must be a non-empty list of addresses, got {value!r}")
+    return binds  # type: ignore[return-value]
+
+
+def _key(default: Any, doc: str, check: Callable[[str, Any], Any], *, hypercorn: bool) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"doc": doc, "check": check, "hypercorn": hypercorn}
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Every setting of a trioserve server, validated when the object is made.
+
+    ``Config()`` gives the documented defaults; pass keys as keyword arguments to
+    change them. A wrong type or value raises :class:`~trioserve.ConfigError` naming
+    the key. The object is frozen: derive a changed copy with :meth:`replace`.
+
+    Timeouts are seconds; ``None`` means "no limit" and is stored as ``math.inf``.
+    """
+
+    bind: tuple[str, ...] = _key(
+        ("127.0.0.1:8000",),
+        "Addresses to listen on, as ``HOST:PORT`` or ``[IPv6]:PORT``; port 0 picks a "
+        "free port, reported to ``task_status`` and the log.",
+        _binds,
+        hypercorn=True,
+    )
+    backlog: int = _key(
+        2048, "Listen backlog of each listening socket.", _positive_int, hypercorn=True
+    )
+    keep_alive_timeout: float = _key(
+        5.0,
+        "Seconds an idle connection may wait for the first byte of its next request "
+        "(and a new connection for its first). Only idle time counts.",
+        _seconds,
+        hypercorn=True,
+    )
+    header_timeout: float = _key(
+        10.0,
+        "Seconds from a request's first byte until its head is complete (slowloris "
+        "defence); on expiry the client gets 408 and the connection closes.",
+        _seconds,
+        hypercorn=False,
+    )
+    read_timeout: float = _key(
+        30.0,
+        "Seconds the app may wait in ``receive()`` for the next piece of a request "
+        "body; on expiry the connection closes and ``receive()`` returns "
+        "``http.disconnect``.",
+        _seconds,
+        hypercorn=True,
+    )
+    write_timeout: float = _key(
+        30.0,
+        "Seconds one write may wait for a client that does not read; on expiry the "
+        "connection is dropped and ``send()`` raises ``ClientDisconnected``.",
+        _seconds,
+        hypercorn=False,
+    )
+    graceful_timeout: float = _key(
+        30.0,
+        "Seconds in-flight requests get to finish after shutdown begins; then they are cancelled.",
+        _seconds,
+        hypercorn=True,
+    )
+    startup_timeout: float = _key(
+        60.0, "Seconds lifespan startup may take.", _seconds, hypercorn=True
+    )
+    shutdown_timeout: float = _key(
+        60.0, "Seconds lifespan shutdown may take.", _seconds, hypercorn=True
+    )
+    h11_max_incomplete_size: int = _key(
+        16 * 1024,
+        "Largest request head in bytes (request line and headers); a larger one is "
+        "answered 431, however its bytes arrive.",
+        _positive_int,
+        hypercorn=True,
+    )
+    limit_concurrency: int | None = _key(
+        None,
+        "Most requests served at once; one more gets an immediate 503. Idle "
+        "keep-alive connections do not count. ``None``: no limit.",
+        _optional_positive_int,
+        hypercorn=False,
+    )
+    max_requests: int | None = _key(
+        None,
+        "Serve this many requests, then shut down gracefully (a supervisor restarts "
+        "the process). ``None``: no limit.",
+        _optional_positive_int,
+        hypercorn=True,
+    )
+    max_requests_jitter: int = _key(
+        0,
+        "Add a random 0..N to ``max_requests``, so that workers do not restart together.",
+        _non_negative_int,
+        hypercorn=True,
+    )
+    root_path: str = _key(
+        "",
+        "The ASGI ``root_path``: the prefix under which the app is mounted, "
+        "prepended to ``path`` and ``raw_path``.",
+        _root_path,
+        hypercorn=True,
+    )
+    include_server_header: bool = _key(
+        True,
+        "Add ``server: trioserve`` to responses that do not set their own.",
+        _bool,
+        hypercorn=True,
+    )
+    include_date_header: bool = _key(
+        True, "Add ``date`` to responses that do not set their own.", _bool, hypercorn=True
+    )
+    lifespan: LifespanMode = _key(
+        "auto",
+        "``auto``: run lifespan if the app supports it; ``on``: the app must support "
+        "it; ``off``: never send lifespan events.",
+        _choice("auto", "on", "off"),
+        hypercorn=False,
+    )
+    cancel_on_disconnect: DisconnectPolicy = _key(
+        "safe",
+        "What a client hang-up does to its running request: ``safe`` cancels GET, "
+        "HEAD, OPTIONS and TRACE and lets other methods run on (they see "
+        "``http.disconnect``); ``always`` cancels every method; ``never`` none.",
+        _choice("safe", "always", "never"),
+        hypercorn=False,
+    )
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check = field.metadata["check"]
+            object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)

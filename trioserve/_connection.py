@@ -1,0 +1,683 @@
+"""One HTTP/1.1 connection: a nursery with a reader task and a request cycle.
+
+Theory of operation
+-------------------
+
+Each accepted stream is served by :meth:`HTTPConnection.run`, which opens a nursery
+holding two things:
+
+``_reader`` (a task)
+    The only code that calls ``stream.receive_some``. It appends what arrives to
+    ``_pending`` and wakes whoever waits for data. It stops reading while
+    ``_pending`` holds ``READ_HIGH_WATER`` bytes (read flow control, B7), so a
+    client can never make the server buffer more than that. Because it is always
+    reading otherwise, it is the first to see EOF or a reset: it then marks the
+    connection closed and tells the running request cycle, which cancels the app
+    according to ``cancel_on_disconnect`` (seed 004).
+
+``_serve_requests`` (the request cycle, run inline, no task per request)
+    Takes bytes from ``_pending`` into the sans-IO :class:`HTTP11Protocol` only when
+    it needs an event, and runs one request at a time:
+
+    1. *keep-alive scope*: ``move_on_after(keep_alive_timeout)`` around waiting for
+       the first byte of the next request, and around nothing else. If a pipelined
+       request is already buffered there is no wait and no timer at all, so the
+       keep-alive deadline cannot fire while a request is served (seed 000).
+    2. *header scope*: ``move_on_after(header_timeout)`` around reading the rest of
+       the head (408 on expiry).
+    3. *app scope*: a ``CancelScope`` around the ASGI app, cancelled by the reader on
+       a hang-up when the policy says so.
+
+    h11 parses the next pipelined request only after ``start_next_cycle``, which
+    happens only when the response is complete; when the client asked to close
+    (h11's ``MUST_CLOSE``), the loop ends instead and nothing more is parsed
+    (seed 001).
+
+Writes happen in the task that calls ``send()``. The first write of a response
+carries the head together with the first body chunk, under a shielded scope with
+its own write deadline: a cancellation can never leave half a head on the wire
+(seed 003). Later writes have the same deadline but are not shielded; if one is
+cancelled part-way, the response is incomplete and the connection is closed.
+
+A connection that ends after a response first half-closes (``send_eof``) and keeps
+the reader draining for up to ``LINGER_TIMEOUT`` seconds: closing a socket with
+unread bytes in its receive buffer sends a RST, which can destroy the response the
+client has not read yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import math
+import random
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from .protocol._asgi import (
+    ASGI_VERSION,
+    ResponseState,
+    bad_message,
+    build_http_scope,
+    check_response_body,
+    check_response_start,
+)
+from .protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
+from .protocol._http11 import HTTP11Protocol
+
+if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._types import ASGIApp, Message
+
+__all__ = ["HTTPConnection", "ServerState"]
+
+error_logger = logging.getLogger("trioserve.error")
+
+#: Bytes one ``receive_some`` call may return.
+READ_CHUNK = 64 * 1024
+#: The reader pauses while this many bytes wait to be parsed (read flow control).
+READ_HIGH_WATER = 64 * 1024
+#: Unread request body the server reads and discards after a response to keep the
+#: connection alive; a larger remainder closes the connection instead.
+DRAIN_LIMIT = 128 * 1024
+#: Seconds to keep reading (and discarding) after the last response before closing.
+LINGER_TIMEOUT = 2.0
+
+#: Methods cancelled on a client hang-up under ``cancel_on_disconnect="safe"``.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+_SERVER_HEADER = (b"server", b"trioserve")
+
+
+class _DateCache:
+    """The ``date`` header value, formatted at most once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._value = email.utils.formatdate(now, usegmt=True).encode("ascii")
+        return self._value
+
+
+class ServerState:
+    """What the connections of one :func:`trioserve.serve` call share.
+
+    Args:
+      app: the ASGI 3 application.
+      config: the server configuration.
+      lifespan_state: the lifespan ``state`` dict, or ``None`` without lifespan.
+      shutdown_requested: set when ``max_requests`` is reached.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config,
+        lifespan_state: dict[str, Any] | None,
+        shutdown_requested: trio.Event,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.lifespan_state = lifespan_state
+        self.shutdown_requested = shutdown_requested
+        #: Connections open now; only :meth:`begin_shutdown` walks it.
+        self.connections: set[HTTPConnection] = set()
+        self.active_requests = 0
+        self.requests_started = 0
+        self.shutting_down = False
+        self.dates = _DateCache()
+        self.max_requests: float = math.inf
+        if config.max_requests is not None:
+            self.max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``server``/``date`` headers trioserve adds to its own responses."""
+        headers = []
+        if self.config.include_server_header:
+            headers.append(_SERVER_HEADER)
+        if self.config.include_date_header:
+            headers.append((b"date", self.dates.get()))
+        return headers
+
+    def begin_shutdown(self) -> None:
+        """Close idle connections now; busy ones close after their current response."""
+        self.shutting_down = True
+        for connection in list(self.connections):
+            connection.shutdown_nowait()
+
+
+class HTTPConnection:
+    """Serves HTTP/1.x on one stream until either side ends it.
+
+    Args:
+      stream: the connected stream (TCP, TLS or in-memory).
+      server: the shared server state.
+      client: the peer's address for ``scope["client"]``, if known.
+      sockname: the local address for ``scope["server"]``, if known.
+      scheme: ``"http"`` or ``"https"``.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        server: ServerState,
+        client: tuple[str, int] | None,
+        sockname: tuple[str, int] | None,
+        scheme: str = "http",
+    ) -> None:
+        self._stream = stream
+        self._server = server
+        self._config = server.config
+        self._proto = HTTP11Protocol(server.config.h11_max_incomplete_size)
+        self._base_scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": ASGI_VERSION.copy(),
+            "scheme": scheme,
+            "client": client,
+            "server": sockname,
+            "root_path": server.config.root_path,
+        }
+        self._pending: list[bytes | bytearray] = []
+        self._pending_size = 0
+        self._peer_closed = False
+        self._eof_fed = False
+        self._discarding = False
+        self._data_lot = trio.lowlevel.ParkingLot()
+        self._room_lot = trio.lowlevel.ParkingLot()
+        self._write_lot = trio.lowlevel.ParkingLot()
+        self._writing = False
+        self._write_broken = False
+        self._closing = server.shutting_down
+        self._idle_scope: trio.CancelScope | None = None
+        self._cycle: _RequestCycle | None = None
+
+    async def run(self) -> None:
+        """Serve requests until the connection ends, then close the stream."""
+        self._server.connections.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                try:
+                    await self._serve_requests()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._server.connections.discard(self)
+            await trio.aclose_forcefully(self._stream)
+
+    def shutdown_nowait(self) -> None:
+        """Begin a graceful close: at once if idle, else after the current response."""
+        self._closing = True
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    # -- the reader ----------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        receive_some = self._stream.receive_some
+        while True:
+            while self._pending_size >= READ_HIGH_WATER and not self._discarding:
+                await self._room_lot.park()
+            try:
+                data = await receive_some(READ_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                break
+            if not self._discarding:
+                self._pending.append(data)
+                self._pending_size += len(data)
+                self._data_lot.unpark_all()
+        self._peer_closed = True
+        self._data_lot.unpark_all()
+        if self._cycle is not None:
+            self._cycle.on_disconnect()
+
+    # -- feeding the protocol ----------------------------------------------------
+
+    def _feed(self, *, eof: bool = True) -> bool:
+        """Move pending bytes (or the EOF) into the protocol; return whether any."""
+        if self._pending:
+            pending = self._pending
+            data = bytes(pending[0]) if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._pending_size = 0
+            self._room_lot.unpark_all()
+            self._proto.receive_data(data)
+            return True
+        if eof and self._peer_closed and not self._eof_fed:
+            self._eof_fed = True
+            self._proto.receive_data(b"")
+            return True
+        return False
+
+    async def _wait_for_data(self) -> None:
+        while not self._pending and not self._peer_closed:
+            await self._data_lot.park()
+
+    async def _next_event(self) -> RequestHead | BodyChunk | RequestEnd | Signal:
+        proto = self._proto
+        while True:
+            event = proto.next_event()
+            if event is not Signal.NEED_DATA:
+                return event
+            if not self._feed():
+                await self._wait_for_data()
+
+    # -- the request cycle -------------------------------------------------------
+
+    async def _serve_requests(self) -> None:
+        while True:
+            try:
+                head = await self._read_head()
+            except RemoteProtocolError as exc:
+                if not self._peer_closed:
+                    error_logger.debug("Bad request from %s: %s", self._base_scope["client"], exc)
+                    await self._send_error(exc.status_hint)
+                    await self._linger()
+                return
+            if head is None:
+                return
+            if not await self._handle(head):
+                await self._linger()
+                return
+
+    async def _read_head(self) -> RequestHead | None:
+        """The next request head, or ``None`` when the connection should end quietly
+        (keep-alive expiry, shutdown while idle, clean EOF)."""
+        proto = self._proto
+        event = proto.next_event()
+        if event is Signal.NEED_DATA and not self._feed() and not proto.has_buffered_data:
+            # Idle: the only wait the keep-alive deadline covers.
+            if self._closing:
+                return None
+            with trio.move_on_after(self._config.keep_alive_timeout) as idle:
+                self._idle_scope = idle
+                await self._wait_for_data()
+            self._idle_scope = None
+            if idle.cancelled_caught:
+                return None
+        if not isinstance(event, RequestHead):
+            with trio.move_on_after(self._config.header_timeout) as head_scope:
+                event = await self._next_event()
+            if head_scope.cancelled_caught:
+                raise RemoteProtocolError("Request head not received in time", 408)
+        if isinstance(event, RequestHead):
+            return event
+        # PEER_CLOSED: a clean EOF between requests. (PAUSED cannot happen: a cycle
+        # starts only after start_next_cycle, and a body event only after a head.)
+        return None
+
+    async def _handle(self, head: RequestHead) -> bool:
+        """Serve one request; return whether the connection may carry another."""
+        server = self._server
+        limit = self._config.limit_concurrency
+        if limit is not None and server.active_requests >= limit:
+            await self._send_error(503)
+            return False
+        server.active_requests += 1
+        server.requests_started += 1
+        if server.requests_started >= server.max_requests:
+            server.shutdown_requested.set()
+        cycle = _RequestCycle(self, head)
+        self._cycle = cycle
+        try:
+            await cycle.run()
+        finally:
+            self._cycle = None
+            server.active_requests -= 1
+        if not cycle.keep_alive or self._closing or self._peer_closed:
+            return False
+        if not self._proto.request_complete and not await self._drain_body(cycle):
+            return False
+        return self._proto.start_next_cycle()
+
+    async def _drain_body(self, cycle: _RequestCycle) -> bool:
+        """Read and discard the rest of a request body the app did not read."""
+        if cycle.expected_continue and not cycle.sent_continue:
+            # The client may be waiting for "100 Continue" before sending the body
+            # it has announced; it will never come, so the connection cannot be reused.
+            return False
+        drained = 0
+        with trio.move_on_after(self._config.read_timeout):
+            while drained <= DRAIN_LIMIT:
+                try:
+                    event = await self._next_event()
+                except RemoteProtocolError:
+                    return False
+                if not isinstance(event, BodyChunk):
+                    return isinstance(event, RequestEnd)
+                drained += len(event.data)
+        return False
+
+    async def _send_error(self, status: int) -> None:
+        """Answer with a response of the server's own, ending the connection."""
+        data = self._proto.error_response(status, self._server.default_headers())
+        if data:
+            with contextlib.suppress(ClientDisconnected):
+                await self.write(data, shield=True)
+
+    async def _linger(self) -> None:
+        if self._peer_closed or self._write_broken:
+            return
+        self._discarding = True
+        self._pending.clear()
+        self._pending_size = 0
+        self._room_lot.unpark_all()
+        stream = self._stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            # Without a half-close the client cannot see the end before we close.
+            return
+        with trio.move_on_after(LINGER_TIMEOUT):
+            try:
+                await stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            await self._wait_for_data()
+
+    # -- writing -------------------------------------------------------------------
+
+    async def write(self, data: bytes, *, shield: bool) -> None:
+        """Send ``data`` under the write deadline; ``shield`` protects it from
+        cancellation so that it goes out whole or not at all.
+
+        Raises:
+          ClientDisconnected: the client is gone, or did not read in time.
+        """
+        if self._write_broken:
+            raise ClientDisconnected("The client has disconnected")
+        while self._writing:
+            await self._write_lot.park()
+        self._writing = True
+        try:
+            with trio.CancelScope(
+                shield=shield, deadline=trio.current_time() + self._config.write_timeout
+            ) as scope:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._write_broken = True
+                    raise ClientDisconnected("The client has disconnected") from exc
+        finally:
+            self._writing = False
+            self._write_lot.unpark_all()
+        if scope.cancelled_caught:
+            self._write_broken = True
+            raise ClientDisconnected("The client did not read the response in time")
+
+
+class _RequestCycle:
+    """One request and its response: the ASGI ``receive`` and ``send`` callables and
+    the app's cancel scope."""
+
+    __slots__ = (
+        "_body_complete",
+        "_conn",
+        "_error_status",
+        "_failed",
+        "_head_written",
+        "_headers",
+        "_proto",
+        "_state",
+        "_state_lot",
+        "_status",
+        "app_scope",
+        "cancel_on_disconnect",
+        "cancelled_by_disconnect",
+        "disconnected",
+        "expected_continue",
+        "keep_alive",
+        "scope",
+        "sent_continue",
+    )
+
+    def __init__(self, conn: HTTPConnection, head: RequestHead) -> None:
+        config = conn._config
+        self._conn = conn
+        self._proto = conn._proto
+        self.scope = build_http_scope(
+            head, conn._base_scope, config.root_path, conn._server.lifespan_state
+        )
+        policy = config.cancel_on_disconnect
+        self.cancel_on_disconnect = policy == "always" or (
+            policy == "safe" and self.scope["method"] in SAFE_METHODS
+        )
+        self._state = ResponseState.START
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_written = False
+        self._body_complete = False
+        self._error_status = 500
+        self._failed = False
+        self._state_lot = trio.lowlevel.ParkingLot()
+        self.expected_continue = self._proto.expects_continue
+        self.sent_continue = False
+        self.disconnected = False
+        self.cancelled_by_disconnect = False
+        self.keep_alive = False
+        self.app_scope: trio.CancelScope | None = None
+
+    def on_disconnect(self) -> None:
+        """The client hung up (called by the reader)."""
+        if self._state is ResponseState.DONE:
+            # The response is out; what still runs (background work) is not the
+            # client's business and must not be cancelled by its leaving.
+            return
+        self.disconnected = True
+        self._state_lot.unpark_all()
+        if self.cancel_on_disconnect and self.app_scope is not None:
+            self.cancelled_by_disconnect = True
+            self.app_scope.cancel()
+
+    async def run(self) -> None:
+        """Run the app for this request and finish or abort its response."""
+        conn = self._conn
+        result: object = None
+        try:
+            with trio.CancelScope() as app_scope:
+                self.app_scope = app_scope
+                if conn._peer_closed:
+                    self.on_disconnect()
+                result = await conn._server.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            app_error, propagate = _split_app_error(exc)
+            if app_error is not None:
+                self._app_failed(app_error)
+            if propagate is not None:
+                # Cancellation from outside (shutdown deadline), KeyboardInterrupt...:
+                # not the app's failure and not ours to stop.
+                raise propagate from None
+        if app_scope.cancelled_caught:
+            error_logger.debug("Client disconnected; cancelled %s", self._describe())
+        if result is not None:
+            self._failed = True
+            error_logger.error("ASGI callable returned a value instead of None: %r", result)
+        if self._state is ResponseState.DONE:
+            self.keep_alive = not self._failed and self._proto.keep_alive
+            return
+        if self.disconnected or conn._write_broken:
+            return
+        if not self._failed:
+            error_logger.error("ASGI callable returned without completing the response")
+        if not self._head_written:
+            # Nothing of the app's response reached the wire, so the client can still
+            # get a whole, honest answer.
+            await conn._send_error(self._error_status)
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if _only_disconnects(exc) or (self.disconnected and isinstance(exc, OSError)):
+            # The client left and the app let send()'s ClientDisconnected out: expected.
+            error_logger.debug("Client disconnected during %s", self._describe())
+            return
+        self._failed = True
+        error_logger.error("Exception in ASGI application", exc_info=exc)
+
+    def _describe(self) -> str:
+        return f"{self.scope['method']} {self.scope['path']}"
+
+    # -- receive ---------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The ASGI ``receive`` callable."""
+        if self._request_over():
+            await trio.lowlevel.checkpoint()
+            return _DISCONNECT
+        if self._body_complete:
+            # Nothing more will come but the end of the request: wait for it.
+            while not self._request_over():
+                await self._state_lot.park()
+            return _DISCONNECT
+        if self._proto.expects_continue:
+            try:
+                await self._conn.write(self._proto.informational_continue(), shield=True)
+            except ClientDisconnected:
+                self.disconnected = True
+                return _DISCONNECT
+            self.sent_continue = True
+        return await self._read_body()
+
+    def _request_over(self) -> bool:
+        return self.disconnected or self._state is ResponseState.DONE
+
+    async def _read_body(self) -> Message:
+        conn = self._conn
+        proto = self._proto
+        try:
+            with trio.move_on_after(conn._config.read_timeout) as read_scope:
+                event = await conn._next_event()
+            if read_scope.cancelled_caught:
+                error_logger.debug("Request body not received in time; closing")
+                return self._body_failed(408)
+            if isinstance(event, RequestEnd):
+                self._body_complete = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            assert isinstance(event, BodyChunk)
+            chunks = [event.data]
+            # Hand over everything already received in one message, and say so when
+            # that was the end of the body.
+            while True:
+                event = proto.next_event()
+                if isinstance(event, BodyChunk):
+                    chunks.append(event.data)
+                elif isinstance(event, RequestEnd):
+                    self._body_complete = True
+                    break
+                elif not conn._feed(eof=False):
+                    break
+        except RemoteProtocolError as exc:
+            error_logger.debug("Bad request body: %s", exc)
+            return self._body_failed(exc.status_hint)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return {"type": "http.request", "body": body, "more_body": not self._body_complete}
+
+    def _body_failed(self, status: int) -> Message:
+        # The body cannot be completed: the app hears a disconnect; the connection ends.
+        self.disconnected = True
+        self._error_status = status
+        self._conn._closing = True
+        return _DISCONNECT
+
+    # -- send ------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """The ASGI ``send`` callable."""
+        try:
+            await self._send(message)
+        except LocalProtocolError:
+            # Invalid ASGI use aborts the response even if the app swallows the error.
+            self._failed = True
+            raise
+
+    async def _send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+        except (KeyError, TypeError):
+            raise LocalProtocolError(f"ASGI message without a 'type': {message!r}") from None
+        if kind == "http.response.body":
+            body, more_body = check_response_body(message, self._state)
+            if self.disconnected:
+                raise ClientDisconnected("The client has disconnected")
+            await self._send_body(body, more_body)
+        elif kind == "http.response.start":
+            self._status, self._headers = check_response_start(message, self._state)
+            self._state = ResponseState.BODY
+            if self.disconnected:
+                raise ClientDisconnected("The client has disconnected")
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            raise bad_message(message, self._state)
+
+    async def _send_body(self, body: bytes, more_body: bool) -> None:
+        proto = self._proto
+        conn = self._conn
+        if not self._head_written:
+            data = self._head() + proto.response_body(body)
+            if not more_body:
+                data += proto.response_end()
+            # Whatever happens to this task, the head goes out whole or not at all.
+            self._head_written = True
+            await conn.write(data, shield=True)
+        else:
+            data = proto.response_body(body)
+            if not more_body:
+                data += proto.response_end()
+            if data:
+                await conn.write(data, shield=False)
+        if not more_body:
+            self._state = ResponseState.DONE
+            self._state_lot.unpark_all()
+
+    def _head(self) -> bytes:
+        conn = self._conn
+        config = conn._config
+        headers = self._headers
+        include_server = config.include_server_header
+        include_date = config.include_date_header
+        if include_server or include_date:
+            for name, _ in headers:
+                if name == b"server":
+                    include_server = False
+                elif name == b"date":
+                    include_date = False
+            if include_server:
+                headers.append(_SERVER_HEADER)
+            if include_date:
+                headers.append((b"date", conn._server.dates.get()))
+        return self._proto.response_head(self._status, headers, close=conn._closing)
+
+
+def _split_app_error(
+    exc: BaseException,
+) -> tuple[BaseException | None, BaseException | None]:
+    """Split what an app raised into (its own failure, what must propagate)."""
+    if isinstance(exc, Exception):
+        return exc, None
+    if isinstance(exc, BaseExceptionGroup):
+        app_errors: BaseException | None
+        rest: BaseException | None
+        app_errors, rest = exc.split(Exception)
+        return app_errors, rest
+    return None, exc
+
+
+def _only_disconnects(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_disconnects(e) for e in exc.exceptions)
+    return isinstance(exc, ClientDisconnected)

@@ -1,0 +1,81 @@
+"""The one exception hierarchy of trioserve.
+
+Nothing else in the package defines exceptions; foreign exceptions (h11's, trio's,
+the OS's) are translated at the boundary where they enter, with ``raise ... from``.
+Blame is in the type: the peer's fault, the application's fault and the operator's
+fault are different classes, so that no handler has to read a message to decide
+what happened::
+
+    TrioserveError
+    ├── ConfigError          (also ValueError)  a bad configuration value; the operator's fault
+    ├── BindError            (also OSError)     a listener could not be opened
+    ├── LifespanFailure                         the app's lifespan startup failed or timed out
+    ├── RemoteProtocolError                     the client broke HTTP; carries the status to answer
+    ├── LocalProtocolError   (also RuntimeError) the app broke ASGI (bad message, bad sequence)
+    └── ClientDisconnected   (also OSError)     send() after the client went away (ASGI 2.5)
+
+``ClientDisconnected`` is an :class:`OSError` because ASGI spec 2.5 asks servers to
+raise an ``OSError`` subclass from ``send()`` on a closed connection; applications
+that already handle ``OSError`` need nothing new.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BindError",
+    "ClientDisconnected",
+    "ConfigError",
+    "LifespanFailure",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "TrioserveError",
+]
+
+
+class TrioserveError(Exception):
+    """Base class of every exception trioserve raises on purpose."""
+
+
+class ConfigError(TrioserveError, ValueError):
+    """A configuration key has a wrong type or value, or is unknown.
+
+    The message names the key, the value given and what was expected.
+    """
+
+
+class BindError(TrioserveError, OSError):
+    """A listening socket could not be opened (address in use, permission denied...)."""
+
+
+class LifespanFailure(TrioserveError):
+    """The application's lifespan startup failed, timed out, or (``lifespan="on"``) is
+    not supported. Raised by :func:`trioserve.serve` before any listener is bound."""
+
+
+class RemoteProtocolError(TrioserveError):
+    """The client sent something that is not valid HTTP, or that trioserve refuses.
+
+    Attributes:
+      status_hint: the HTTP status code to answer with before closing (400, 408, 413,
+          414, 431, 501, 505, ...).
+    """
+
+    def __init__(self, message: str, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class LocalProtocolError(TrioserveError, RuntimeError):
+    """The application sent an invalid ASGI message or an invalid message sequence.
+
+    Raised from the ``send()`` callable; the response is aborted (a 500 if nothing
+    reached the wire yet, otherwise the connection is closed).
+    """
+
+
+class ClientDisconnected(TrioserveError, OSError):
+    """The client has gone away; raised by ``send()`` (ASGI spec 2.5).
+
+    trioserve never logs this exception as an error, even when the application lets
+    it propagate.
+    """

@@ -1,0 +1,42 @@
+"""Events passed from the HTTP/1.1 protocol object to the I/O layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+__all__ = ["BodyChunk", "RequestEnd", "RequestHead", "Signal"]
+
+
+class Signal(enum.Enum):
+    """Sentinels returned by :meth:`HTTP11Protocol.next_event` that carry no data."""
+
+    #: More bytes are needed before the next event can be produced.
+    NEED_DATA = "NEED_DATA"
+    #: The next request cannot be parsed until the current response is complete.
+    PAUSED = "PAUSED"
+    #: The client closed the connection cleanly between requests.
+    PEER_CLOSED = "PEER_CLOSED"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A complete request head."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    #: Header names lower-cased, values as received.
+    headers: list[tuple[bytes, bytes]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """A piece of the request body."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestEnd:
+    """The request body is complete."""
