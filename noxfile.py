@@ -41,7 +41,8 @@ def tests(session: nox.Session) -> None:
 def tests_slow(session: nox.Session) -> None:
     """Run only the long-running tests (@pytest.mark.slow)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "slow", *session.posargs)
+    # Exit code 5 is pytest's "no test selected": no slow test exists yet.
+    session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])
 
 
 @nox.session
@@ -61,6 +62,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Serve the example app (examples/hello.py, attribute ``app``) via the CLI."""
+    """Serve the example app (examples/hello.py) on http://127.0.0.1:8000."""
     session.install("-e", ".")
-    session.run("trioserve", "examples.hello:app", *session.posargs)
+    session.run("python", "examples/hello.py", *session.posargs)

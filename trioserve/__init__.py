@@ -6,8 +6,11 @@ helpers live in :mod:`trioserve.testing`.
 
 from __future__ import annotations
 
+import typing
+
 from ._config import Config
 from ._errors import (
+    AppLoadError,
     BindError,
     ClientDisconnected,
     ConfigError,
@@ -16,11 +19,14 @@ from ._errors import (
     RemoteProtocolError,
     TrioserveError,
 )
-from ._serve import serve
+
+if typing.TYPE_CHECKING:
+    from ._serve import serve
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppLoadError",
     "BindError",
     "ClientDisconnected",
     "Config",
@@ -33,11 +39,23 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> typing.Any:
+    # `serve` is imported on first use, so that importing trioserve (or the sans-IO
+    # trioserve.protocol) does not import trio, socket and ssl.
+    if name == "serve":
+        from ._serve import serve
+
+        serve.__module__ = "trioserve"
+        globals()["serve"] = serve
+        return serve
+    raise AttributeError(f"module 'trioserve' has no attribute {name!r}")
+
+
 def _fixup_module_metadata() -> None:
     # Public names report the public module, so that docs and reprs say
     # ``trioserve.Config`` and not ``trioserve._config.Config``.
     for name in __all__:
-        obj = globals()[name]
+        obj = globals().get(name)
         if getattr(obj, "__module__", "").startswith("trioserve."):
             obj.__module__ = "trioserve"
 

@@ -9,6 +9,7 @@ has the same setting, so that a Hypercorn configuration keeps its meaning.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -88,7 +89,25 @@ def _binds(key: str, value: object) -> tuple[str, ...]:
         ) from None
     if not binds or not all(isinstance(b, str) and b for b in binds):
         raise ConfigError(f"{key} must be a non-empty list of addresses, got {value!r}")
+    for bind in binds:
+        parse_bind(bind)  # type: ignore[arg-type]
     return binds  # type: ignore[return-value]
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` or ``[IPv6]:PORT`` into host and port.
+
+    Raises:
+      ConfigError: the bind is not of that form.
+    """
+    host, sep, port_text = bind.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"bind {bind!r}: write IPv6 addresses in brackets, like [::1]:8000")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bind {bind!r} must be HOST:PORT with a port in 0..65535")
+    return host, int(port_text)
 
 
 def _key(default: Any, doc: str, check: Callable[[str, Any], Any], *, hypercorn: bool) -> Any:
@@ -218,6 +237,14 @@ class Config:
         hypercorn=False,
     )
 
+    def __new__(cls, **keys: Any) -> Config:
+        # Runs before the generated __init__, so that a misspelt key is a
+        # ConfigError with a suggestion rather than a bare TypeError.
+        for key in keys:
+            if key not in _FIELD_NAMES:
+                raise ConfigError(f"unknown configuration key {key!r}{_suggest(key)}")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             check = field.metadata["check"]
@@ -226,3 +253,39 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _FIELD_NAMES, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reference_markdown() -> str:
+    """The configuration reference (``docs/config.md``), made from the field table.
+
+    ``tests/test_docs.py`` checks that the committed file equals this output; run
+    ``python docs/gen_config.py`` after changing a key.
+    """
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from trioserve.Config by `python docs/gen_config.py`; do not edit. -->",
+        "",
+        "Every key of `trioserve.Config`, its default and meaning. Timeouts are seconds;",
+        "`None` means no limit. Keys marked *Hypercorn* have Hypercorn's name and meaning,",
+        "so a Hypercorn setting carries over unchanged.",
+        "",
+        "| key | default | origin | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for field in dataclasses.fields(Config):
+        default = field.default
+        if isinstance(default, tuple):
+            default = list(default)
+        origin = "Hypercorn" if field.metadata["hypercorn"] else "trioserve"
+        doc = " ".join(field.metadata["doc"].split()).replace("``", "`")
+        lines.append(f"| `{field.name}` | `{default!r}` | {origin} | {doc} |")
+    return "\n".join(lines) + "\n"

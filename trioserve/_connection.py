@@ -429,6 +429,7 @@ class _RequestCycle:
 
     __slots__ = (
         "_body_complete",
+        "_body_error",
         "_conn",
         "_error_status",
         "_failed",
@@ -464,6 +465,7 @@ class _RequestCycle:
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_written = False
         self._body_complete = False
+        self._body_error = False
         self._error_status = 500
         self._failed = False
         self._state_lot = trio.lowlevel.ParkingLot()
@@ -512,9 +514,9 @@ class _RequestCycle:
         if self._state is ResponseState.DONE:
             self.keep_alive = not self._failed and self._proto.keep_alive
             return
-        if self.disconnected or conn._write_broken:
+        if conn._write_broken or conn._peer_closed or (self.disconnected and not self._body_error):
             return
-        if not self._failed:
+        if not (self._failed or self._body_error):
             error_logger.error("ASGI callable returned without completing the response")
         if not self._head_written:
             # Nothing of the app's response reached the wire, so the client can still
@@ -588,8 +590,11 @@ class _RequestCycle:
         return {"type": "http.request", "body": body, "more_body": not self._body_complete}
 
     def _body_failed(self, status: int) -> Message:
-        # The body cannot be completed: the app hears a disconnect; the connection ends.
+        # The body cannot be completed (malformed, or too slow): the app hears a
+        # disconnect, the client gets `status` unless a response is under way, and
+        # the connection ends.
         self.disconnected = True
+        self._body_error = True
         self._error_status = status
         self._conn._closing = True
         return _DISCONNECT
@@ -598,6 +603,8 @@ class _RequestCycle:
 
     async def send(self, message: Message) -> None:
         """The ASGI ``send`` callable."""
+        if self._failed:
+            raise LocalProtocolError("The response was aborted by an earlier invalid message")
         try:
             await self._send(message)
         except LocalProtocolError:
@@ -628,9 +635,16 @@ class _RequestCycle:
         proto = self._proto
         conn = self._conn
         if not self._head_written:
-            data = self._head() + proto.response_body(body)
-            if not more_body:
-                data += proto.response_end()
+            head = self._head()
+            try:
+                data = head + proto.response_body(body)
+                if not more_body:
+                    data += proto.response_end()
+            except LocalProtocolError:
+                # A body that contradicts its content-length: nothing is on the wire
+                # yet, so the client can still be told 500.
+                proto.retract_head()
+                raise
             # Whatever happens to this task, the head goes out whole or not at all.
             self._head_written = True
             await conn.write(data, shield=True)

@@ -9,6 +9,7 @@ what happened::
     TrioserveError
     ├── ConfigError          (also ValueError)  a bad configuration value; the operator's fault
     ├── BindError            (also OSError)     a listener could not be opened
+    ├── AppLoadError                            the app could not be imported or is not ASGI
     ├── LifespanFailure                         the app's lifespan startup failed or timed out
     ├── RemoteProtocolError                     the client broke HTTP; carries the status to answer
     ├── LocalProtocolError   (also RuntimeError) the app broke ASGI (bad message, bad sequence)
@@ -22,6 +23,7 @@ that already handle ``OSError`` need nothing new.
 from __future__ import annotations
 
 __all__ = [
+    "AppLoadError",
     "BindError",
     "ClientDisconnected",
     "ConfigError",
@@ -45,6 +47,11 @@ class ConfigError(TrioserveError, ValueError):
 
 class BindError(TrioserveError, OSError):
     """A listening socket could not be opened (address in use, permission denied...)."""
+
+
+class AppLoadError(TrioserveError):
+    """The application could not be loaded: module or attribute not found, import
+    failed, not callable, or not an ASGI application (e.g. WSGI)."""
 
 
 class LifespanFailure(TrioserveError):

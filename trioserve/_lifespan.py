@@ -52,6 +52,7 @@ class Lifespan:
         self._unsupported = False
         self._scope: trio.CancelScope | None = None
         self._startup_delivered = False
+        self._started = False
 
     async def startup(self, nursery: trio.Nursery) -> None:
         """Start the lifespan task in ``nursery`` and wait for startup to finish.
@@ -60,6 +61,7 @@ class Lifespan:
           LifespanFailure: startup failed, timed out, or (``lifespan="on"``) the
               app does not support lifespan.
         """
+        self._started = True
         nursery.start_soon(self._run)
         with trio.move_on_after(self._config.startup_timeout) as timeout:
             await self._answered.wait()
@@ -74,7 +76,7 @@ class Lifespan:
 
     async def shutdown(self) -> None:
         """Send ``lifespan.shutdown`` and wait for the app's answer (never raises)."""
-        if self._unsupported or self._finished.is_set():
+        if not self._started or self._unsupported or self._finished.is_set():
             self._cancel()
             return
         self._phase = "shutdown"

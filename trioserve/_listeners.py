@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import BindError, ConfigError
+from ._config import parse_bind
+from ._errors import BindError
 
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["accept_loop", "open_listeners", "parse_bind"]
+__all__ = ["accept_loop", "listener_url", "open_listeners"]
 
 error_logger = logging.getLogger("trioserve.error")
 
@@ -32,22 +33,6 @@ _CAPACITY_ERRNOS = frozenset(
 _ACCEPT_BACKOFF = 0.1
 
 Address = tuple[str, int]
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` or ``[IPv6]:PORT`` into host and port.
-
-    Raises:
-      ConfigError: the bind is not of that form.
-    """
-    host, sep, port_text = bind.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError(f"bind {bind!r}: write IPv6 addresses in brackets, like [::1]:8000")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"bind {bind!r} must be HOST:PORT with a port in 0..65535")
-    return host, int(port_text)
 
 
 async def open_listeners(config: Config) -> list[trio.SocketListener]:

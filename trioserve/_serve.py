@@ -169,7 +169,7 @@ async def _serve_connections(
         server.begin_shutdown()
         connection_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
     if connection_nursery.cancel_scope.cancelled_caught:
-        logger.warning("Graceful shutdown timed out; cancelled the remaining requests")
+        logger.warning("Graceful shutdown timed out; cancelled the remaining connections")
 
 
 async def _set_after(trigger: Callable[[], Awaitable[object]], event: trio.Event) -> None:

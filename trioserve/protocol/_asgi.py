@@ -115,7 +115,7 @@ def check_response_start(
     if state is not ResponseState.START:
         raise _bad(message, state)
     status = message.get("status")
-    if type(status) is not int or not 100 <= status <= 599:
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise LocalProtocolError(
             f"http.response.start 'status' must be an int in 100..599, got {status!r}"
         )
@@ -136,7 +136,7 @@ def check_response_start(
         raise LocalProtocolError(
             "http.response.start 'headers' must be an iterable of [name, value] byte-string pairs"
         ) from None
-    return status, headers
+    return int(status), headers
 
 
 def check_response_body(message: Mapping[str, Any], state: ResponseState) -> tuple[bytes, bool]:

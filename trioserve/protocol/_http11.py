@@ -55,12 +55,15 @@ class HTTP11Protocol:
           :class:`RemoteProtocolError` with status 431.
     """
 
-    __slots__ = ("_conn", "_fed_since_head", "_head_request", "_head_sent", "_max_head_size")
+    __slots__ = ("_conn", "_fed", "_head_request", "_head_sent", "_head_start", "_max_head_size")
 
     def __init__(self, max_head_size: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
-        self._fed_since_head = 0
+        # Byte positions in the stream fed to h11: how much was fed in all, and where
+        # the current request's head began (the end of the previous request).
+        self._fed = 0
+        self._head_start = 0
         self._head_request = False
         self._head_sent = False
 
@@ -68,7 +71,7 @@ class HTTP11Protocol:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the client; ``b""`` means the client closed its side."""
-        self._fed_since_head += len(data)
+        self._fed += len(data)
         try:
             self._conn.receive_data(data)
         except RuntimeError as exc:  # data after EOF: h11's way of saying "misuse"
@@ -88,6 +91,7 @@ class HTTP11Protocol:
         if type(event) is h11.Request:
             return self._request_head(event)
         if type(event) is h11.EndOfMessage:
+            self._head_start = self._fed - len(self._conn.trailing_data[0])
             return RequestEnd()
         if type(event) is h11.Data:
             return BodyChunk(bytes(event.data))
@@ -99,16 +103,15 @@ class HTTP11Protocol:
         return Signal.PEER_CLOSED
 
     def _request_head(self, event: h11.Request) -> RequestHead:
-        headers = list(event.headers)
         # h11 limits only heads still incomplete; a whole head that arrived in one
-        # read is measured here. Bytes fed since the last head bound its size, so
-        # the exact sum is needed only when that bound is over the limit.
-        if self._fed_since_head > self._max_head_size:
-            size = len(event.method) + len(event.target) + 12
-            size += sum(len(name) + len(value) + 4 for name, value in headers)
+        # read is measured here, exactly (padding and all), as the bytes h11 consumed
+        # since the previous request ended. Everything fed since then bounds that
+        # from above, so the buffer is looked at only when the bound is over.
+        if self._fed - self._head_start > self._max_head_size:
+            size = self._fed - len(self._conn.trailing_data[0]) - self._head_start
             if size > self._max_head_size:
                 raise RemoteProtocolError("Request head too large", 431)
-        self._fed_since_head = 0
+        headers = list(event.headers)
         self._head_request = event.method == b"HEAD"
         return RequestHead(event.method, event.target, event.http_version, headers)
 
@@ -179,6 +182,11 @@ class HTTP11Protocol:
         assert data is not None
         self._head_sent = True
         return _lowercase_framing_headers(data)
+
+    def retract_head(self) -> None:
+        """The head from :meth:`response_head` was not written after all (what was
+        to follow it failed), so :meth:`error_response` may still answer."""
+        self._head_sent = False
 
     def response_body(self, data: bytes) -> bytes:
         """Bytes of a piece of response body (nothing for a response to HEAD).

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from .._config import Config
+from .._errors import BindError, LifespanFailure
 from .._serve import serve_listeners
 from .._types import ASGIApp
 
@@ -206,6 +207,37 @@ class TestClient:
 
 
 @asynccontextmanager
+async def _running(
+    start: Callable[..., Awaitable[object]], done: trio.Event
+) -> AsyncIterator[list[str]]:
+    """Start a server task, yield its URLs, shut it down gracefully on exit.
+
+    A startup failure (LifespanFailure, BindError) is raised as itself, not inside
+    the exception group the nursery would wrap it in: no task is left in the
+    nursery when ``start`` fails, so it can be re-raised after the nursery closed.
+    An exception from the ``async with`` body, including an outside cancellation,
+    likewise propagates as itself after the server has shut down.
+    """
+    error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            urls: list[str] = await nursery.start(start)
+        except (LifespanFailure, BindError) as exc:
+            error = exc
+        else:
+            try:
+                yield urls
+            except BaseException as exc:
+                # Likewise for what the `async with` body raises (a failing assert):
+                # keep it out of the nursery and raise it after the server stopped.
+                error = exc
+            finally:
+                done.set()
+    if error is not None:
+        raise error
+
+
+@asynccontextmanager
 async def open_test_client(app: ASGIApp, config: Config | None = None) -> AsyncIterator[TestClient]:
     """Run the real server for ``app`` over in-memory streams.
 
@@ -224,22 +256,19 @@ async def open_test_client(app: ASGIApp, config: Config | None = None) -> AsyncI
     async def make_listeners(_: Config) -> list[MemoryListener]:
         return [listener]
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                serve_listeners,
-                app,
-                config or Config(),
-                make_listeners,
-                scheme="http",
-                shutdown_trigger=done.wait,
-                install_signal_handlers=False,
-            )
-        )
-        try:
-            yield TestClient(listener)
-        finally:
-            done.set()
+    async with _running(
+        partial(
+            serve_listeners,
+            app,
+            config or Config(),
+            make_listeners,
+            scheme="http",
+            shutdown_trigger=done.wait,
+            install_signal_handlers=False,
+        ),
+        done,
+    ):
+        yield TestClient(listener)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,19 +304,16 @@ async def open_test_server(
     if config.bind == _DEFAULT_BIND:
         config = config.replace(bind=("127.0.0.1:0",))
     done = trio.Event()
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(
-            partial(
-                serve_listeners,
-                app,
-                config,
-                open_listeners,
-                scheme="http",
-                shutdown_trigger=done.wait,
-                install_signal_handlers=False,
-            )
-        )
-        try:
-            yield RunningServer(urls)
-        finally:
-            done.set()
+    async with _running(
+        partial(
+            serve_listeners,
+            app,
+            config,
+            open_listeners,
+            scheme="http",
+            shutdown_trigger=done.wait,
+            install_signal_handlers=False,
+        ),
+        done,
+    ) as urls:
+        yield RunningServer(urls)

@@ -1,0 +1,277 @@
+"""Flow control in both directions (B6, B7, B8), over lockstep in-memory streams.
+
+With ``client.connect(lockstep=True)`` every ``send_all`` on either side returns only
+once the other side has read all of it, so "how much did the peer take?" can be
+observed exactly:
+
+- B6: the app's ``send()`` returns only when the client has read the bytes; a
+  client that reads nothing cannot make the server buffer a response.
+- B7: the request body is read from the client only as the app calls
+  ``receive()``, with a bounded read-ahead; the bodies arrive whole, in order,
+  with correct ``more_body`` flags.
+- B8: a body the app leaves unread is not read in full: a small remainder is
+  drained to keep the connection alive, a large one ends the connection; after
+  the response ``receive()`` keeps returning ``http.disconnect``.
+
+All run under ``autojump_clock`` so that "the client has not read for 5 s" costs
+no real time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import h11
+import trio
+
+from trioserve.testing import TestConnection, open_test_client
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def http_only(app: Any) -> Any:
+    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
+
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await app(scope, receive, send)
+
+    return wrapper
+
+
+def pattern(size: int) -> bytes:
+    """``size`` bytes in which every 4-byte word is its own index: any loss,
+    duplication or reordering shows."""
+    return b"".join(i.to_bytes(4, "big") for i in range(size // 4))
+
+
+async def read_response(conn: TestConnection, method: str = "GET") -> tuple[int, bytes]:
+    """Read one response from a connection whose request was sent raw."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method=method, target="/", headers=[("host", "a")]))
+    status = 0
+    body = b""
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(await conn.receive_some())
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            return status, body
+
+
+# -- B6: write flow control ------------------------------------------------------------------
+
+
+async def test_send_returns_only_after_client_reads(autojump_clock: trio.abc.Clock) -> None:
+    """The app streams 16 chunks of 64 KiB. While the client reads nothing (5 s), not
+    one body send() returns; afterwards, at every point, the body bytes whose send()
+    has returned never exceed the raw bytes the client has read.
+
+    A server that queues writes (a writer task, a growing buffer) lets send()
+    return at once and would hold the whole 1 MiB for a client that never reads.
+    """
+    chunk = b"r" * (64 * KiB)
+    acknowledged: list[int] = []  # body bytes whose send() has returned, after each send
+    app_done = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        total = 0
+        for _ in range(16):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            total += len(chunk)
+            acknowledged.append(total)
+        await send({"type": "http.response.body", "body": b""})
+        app_done.set()
+
+    async with open_test_client(http_only(app)) as client:
+        conn = await client.connect(lockstep=True)
+        try:
+            await conn.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            await trio.sleep(5)
+            assert acknowledged == []  # blocked in the first body send()
+
+            h11_client = h11.Connection(h11.CLIENT)
+            h11_client.send(h11.Request(method="GET", target="/", headers=[("host", "a")]))
+            h11_client.send(h11.EndOfMessage())
+            raw_read = 0
+            body = b""
+            done = False
+            while not done:
+                data = await conn.receive_some(16 * KiB)
+                raw_read += len(data)
+                h11_client.receive_data(data)
+                await trio.sleep(0.1)  # let the server go as far as it can
+                assert (acknowledged[-1] if acknowledged else 0) <= raw_read
+                while (event := h11_client.next_event()) is not h11.NEED_DATA:
+                    if isinstance(event, h11.Data):
+                        body += bytes(event.data)
+                    elif isinstance(event, h11.EndOfMessage):
+                        done = True
+                        break
+            with trio.fail_after(5):
+                await app_done.wait()
+        finally:
+            await conn.aclose()
+    assert body == chunk * 16
+    assert acknowledged == [(i + 1) * len(chunk) for i in range(16)]
+
+
+# -- B7: read flow control -------------------------------------------------------------------
+
+
+async def test_upload_is_read_only_as_the_app_receives(autojump_clock: trio.abc.Clock) -> None:
+    """A 4 MiB upload in 16 KiB writes to an app that does not call receive() yet:
+    the server stops reading after a bounded read-ahead (the client's writes stop
+    completing; a server that reads ahead without limit takes all 4 MiB). Once the
+    app reads, the upload completes and every byte arrives, in order, with
+    more_body True on every message but the last."""
+    payload = pattern(4 * MiB)
+    piece = 16 * KiB
+    may_read = trio.Event()
+    app_started = trio.Event()
+    messages: list[tuple[bytes, bool]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        app_started.set()
+        await may_read.wait()
+        while True:
+            message = await receive()
+            assert message["type"] == "http.request"
+            messages.append((message["body"], message.get("more_body", False)))
+            if not message.get("more_body", False):
+                break
+        body = b"%d" % sum(len(b) for b, _ in messages)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    accepted = 0
+    upload_done = trio.Event()
+
+    async def upload(conn: TestConnection) -> None:
+        nonlocal accepted
+        for i in range(0, len(payload), piece):
+            await conn.send_all(payload[i : i + piece])
+            accepted += piece
+        upload_done.set()
+
+    async with open_test_client(http_only(app)) as client:
+        conn = await client.connect(lockstep=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                await conn.send_all(
+                    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                )
+                await app_started.wait()
+                nursery.start_soon(upload, conn)
+                await trio.sleep(10)
+                assert not upload_done.is_set()
+                assert accepted <= 256 * KiB  # bounded read-ahead (64 KiB in trioserve)
+                may_read.set()
+                with trio.fail_after(60):
+                    await upload_done.wait()
+                    status, body = await read_response(conn, "POST")
+        finally:
+            await conn.aclose()
+    assert (status, body) == (200, b"%d" % len(payload))
+    assert b"".join(b for b, _ in messages) == payload
+    assert [more for _, more in messages] == [True] * (len(messages) - 1) + [False]
+    assert len(messages) > 1
+
+
+# -- B8: unread request bodies --------------------------------------------------------------
+
+
+async def test_large_unread_upload_is_not_read_and_ends_the_connection(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The app answers at once, without reading a 10 MiB upload that the client
+    streams at 64 KiB per 0.1 s (16 s in all). The response arrives at once, the
+    connection is closed after it (EOF, then the client's writes fail) and the
+    server has taken only a small part of the body. receive() after the response
+    returns http.disconnect, every time. A server that reads the whole body to keep
+    the connection alive takes all 10 MiB and 16 s."""
+    total = 10 * MiB
+    piece = 64 * KiB
+    after_response: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+        after_response.append(await receive())
+        after_response.append(await receive())
+
+    accepted = 0
+    upload_ended_at: list[float] = []
+
+    async def upload(conn: TestConnection) -> None:
+        nonlocal accepted
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while accepted < total:
+                await conn.send_all(b"u" * piece)
+                accepted += piece
+                await trio.sleep(0.1)
+        upload_ended_at.append(trio.current_time())
+
+    async with open_test_client(http_only(app)) as client:
+        conn = await client.connect(lockstep=True)
+        try:
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                await conn.send_all(
+                    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % total
+                )
+                nursery.start_soon(upload, conn)
+                with trio.fail_after(60):
+                    status, body = await read_response(conn, "POST")
+                    answered_at = trio.current_time()
+                    assert await conn.receive_some() == b""
+        finally:
+            await conn.aclose()
+    assert (status, body) == (200, b"ok")
+    assert answered_at - start < 0.5
+    assert after_response == [{"type": "http.disconnect"}] * 2
+    assert accepted < total // 4
+    [ended] = upload_ended_at
+    assert ended - start < 5
+
+
+async def test_small_unread_body_is_drained_and_connection_stays_usable(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An app that answers without reading a 1 KiB body: the server discards the
+    small remainder and the same connection serves the next request (a server
+    that left the body in its parser would read it as the next request: 400)."""
+    paths: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with open_test_client(http_only(app)) as client:
+        conn = await client.connect()
+        try:
+            first = await conn.request("POST", "/upload", body=b"x" * KiB)
+            second = await conn.request("GET", "/next")
+        finally:
+            await conn.aclose()
+    assert (first.status, first.body) == (200, b"ok")
+    assert (second.status, second.body) == (200, b"ok")
+    assert paths == ["/upload", "/next"]

@@ -1,0 +1,1822 @@
+"""HTTP/1.1 behaviour of the real server, driven over ``trioserve.testing``.
+
+Covers the HTTP items of ``shared/conformance-checklist.md`` that concern HTTP/1.1
+(simple requests, HEAD, keep-alive and its timeout, pipelining, ``Connection:
+close``, chunked framing, content-length enforcement, malformed requests, app
+errors and invalid ASGI message sequences, early responses, ``Expect:
+100-continue``, ``limit_concurrency``, shutdown, scope contents, fragmentation,
+huge headers, ``Upgrade: h2c``) and the design behaviours B1-B5, B8-B10, B13,
+B14 and B17 of ``shared/design.md``.
+
+Most tests speak raw bytes over in-memory streams (``client.raw`` / a
+``TestConnection``) and parse what comes back with an h11 client, so that they
+can assert on the exact bytes on the wire. Tests that must prove a connection was
+closed *by the behaviour under test* (and not by the keep-alive timer) run under
+``autojump_clock`` and check that no virtual time passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import h11
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from trioserve import Config, LocalProtocolError
+from trioserve.testing import TestClient, TestConnection, open_test_client, open_test_server
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[Any]]
+
+#: Default config for byte-exact assertions: no ``date`` header (it changes).
+NODATE = Config(include_date_header=False)
+
+ERROR_LOGGER = "trioserve.error"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def http_only(app: App) -> App:
+    """Wrap ``app`` so that it ignores the lifespan scope (``lifespan="auto"`` then
+    notes it as unsupported and the server starts and stops at once)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> Any:
+        if scope["type"] != "http":
+            return None
+        return await app(scope, receive, send)
+
+    return wrapped
+
+
+def start(status: int = 200, headers: Iterable[Any] = ()) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def body(data: bytes = b"", more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def text_app(payload: bytes = b"hello", extra: Sequence[tuple[bytes, bytes]] = ()) -> App:
+    """200 with ``content-type``, ``content-length`` and ``payload``."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(payload)).encode()),
+            *extra,
+        ]
+        await send(start(200, headers))
+        await send(body(payload))
+
+    return app
+
+
+def streaming_app(parts: Sequence[bytes] = (b"hello", b" world")) -> App:
+    """200 without ``content-length``, the body in several messages."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-type", b"text/plain")]))
+        for part in parts:
+            await send(body(part, more=True))
+        await send(body(b""))
+
+    return app
+
+
+async def read_body(receive: Receive) -> bytes:
+    data = b""
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request", message
+        data += message["body"]
+        if not message.get("more_body", False):
+            return data
+
+
+def echo_app() -> App:
+    """Reads the whole body and answers it back with a content-length."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        data = await read_body(receive)
+        await send(start(200, [(b"content-length", str(len(data)).encode())]))
+        await send(body(data))
+
+    return app
+
+
+@dataclasses.dataclass
+class Parsed:
+    """One response as an h11 client parsed it off the wire."""
+
+    status: int
+    reason: bytes
+    http_version: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    informational: list[int]
+
+    def values(self, name: bytes) -> list[bytes]:
+        return [v for k, v in self.headers if k == name]
+
+    def header(self, name: bytes) -> bytes | None:
+        values = self.values(name)
+        assert len(values) <= 1, f"header {name!r} sent {len(values)} times: {values}"
+        return values[0] if values else None
+
+
+def parse_one(buf: bytes, method: str = "GET", *, eof: bool) -> tuple[Parsed | None, bytes]:
+    """Parse one response from ``buf``; return ``(None, buf)`` if more bytes are
+    needed, else the response and the bytes after it. Raises h11's
+    RemoteProtocolError if ``eof`` and the response is incomplete or malformed."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+    conn.send(h11.EndOfMessage())
+    if buf:
+        conn.receive_data(buf)  # (h11 takes b"" to mean EOF)
+    if eof:
+        conn.receive_data(b"")
+    informational: list[int] = []
+    response: h11.Response | None = None
+    chunks: list[bytes] = []
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            return None, buf
+        if isinstance(event, h11.InformationalResponse):
+            informational.append(event.status_code)
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            assert response is not None
+            parsed = Parsed(
+                response.status_code,
+                bytes(response.reason),
+                bytes(response.http_version),
+                [(bytes(k), bytes(v)) for k, v in response.headers],
+                b"".join(chunks),
+                informational,
+            )
+            return parsed, bytes(conn.trailing_data[0])
+        else:  # pragma: no cover - ConnectionClosed cannot come before the end
+            raise AssertionError(f"unexpected event {event!r}")
+
+
+def parse_all(data: bytes, methods: Sequence[str] = ("GET",)) -> tuple[list[Parsed], bytes]:
+    """Parse consecutive complete responses from a closed stream; return them and
+    whatever bytes follow the last one (for the i-th response, ``methods[i]`` is
+    the request method, the last one repeating)."""
+    responses: list[Parsed] = []
+    rest = data
+    while rest:
+        method = methods[min(len(responses), len(methods) - 1)]
+        parsed, rest = parse_one(rest, method, eof=True)
+        assert parsed is not None
+        responses.append(parsed)
+    return responses, rest
+
+
+def parse_single(data: bytes, method: str = "GET") -> Parsed:
+    """Exactly one complete response and nothing after it."""
+    responses, rest = parse_all(data, [method])
+    assert len(responses) == 1, responses
+    assert rest == b""
+    return responses[0]
+
+
+class Wire:
+    """Reads responses one by one from a live ``TestConnection``."""
+
+    def __init__(self, conn: TestConnection) -> None:
+        self.conn = conn
+        self.buf = b""
+        self.eof = False
+
+    async def response(self, method: str = "GET") -> Parsed:
+        while True:
+            parsed, rest = parse_one(self.buf, method, eof=self.eof)
+            if parsed is not None:
+                self.buf = rest
+                return parsed
+            data = await self.conn.receive_some()
+            if not data:
+                self.eof = True
+            self.buf += data
+
+    async def until_closed(self) -> bytes:
+        """The bytes left until the server closes the connection."""
+        rest = self.buf + await self.conn.receive_until_closed()
+        self.buf = b""
+        self.eof = True
+        return rest
+
+
+def head_lines(data: bytes) -> list[bytes]:
+    """The header lines (without the status line) of the first response in ``data``."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    assert sep, data
+    return head.split(b"\r\n")[1:]
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == ERROR_LOGGER and r.levelno >= logging.ERROR]
+
+
+async def raw_closed_at_once(client: TestClient, data: bytes) -> bytes:
+    """``client.raw`` under ``autojump_clock``, asserting that the server closed the
+    connection without any timer (keep-alive, linger) having to fire first."""
+    before = trio.current_time()
+    out = await client.raw(data)
+    assert trio.current_time() == before, "the connection was closed only by a timeout"
+    return out
+
+
+GET = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"
+GET_CLOSE = b"GET / HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n"
+DATE_RE = re.compile(rb"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
+
+
+# ------------------------------------------------------------- simple requests
+
+
+async def test_get_request_gets_exact_response_bytes() -> None:
+    async with open_test_client(text_app(), NODATE) as client:
+        data = await client.raw(GET_CLOSE)
+    assert data == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"content-type: text/plain\r\n"
+        b"content-length: 5\r\n"
+        b"server: trioserve\r\n"
+        b"connection: close\r\n"
+        b"\r\n"
+        b"hello"
+    )
+
+
+async def test_get_request_via_test_client() -> None:
+    async with open_test_client(text_app()) as client:
+        response = await client.get("/")
+    assert response.status == 200
+    assert response.http_version == "1.1"
+    assert response.body == b"hello"
+    assert response.header("content-type") == "text/plain"
+
+
+async def test_post_body_is_delivered_to_app() -> None:
+    payload = bytes(range(256)) * 100
+    async with open_test_client(echo_app()) as client:
+        response = await client.request("POST", "/upload", body=payload)
+    assert response.status == 200
+    assert response.body == payload
+
+
+async def test_chunked_request_body_is_delivered_to_app() -> None:
+    request = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    async with open_test_client(echo_app()) as client:
+        response = parse_single(await client.raw(request))
+    assert response.status == 200
+    assert response.body == b"hello world"
+
+
+# ------------------------------------------------------- B1: server and date
+
+
+async def test_server_and_date_headers_present_by_default() -> None:
+    async with open_test_client(text_app()) as client:
+        response = parse_single(await client.raw(GET_CLOSE))
+    assert response.header(b"server") == b"trioserve"
+    date = response.header(b"date")
+    assert date is not None
+    assert DATE_RE.match(date), date
+    assert email.utils.parsedate_to_datetime(date.decode()).tzname() == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("key", "absent", "present"),
+    [
+        ("include_server_header", b"server", b"date"),
+        ("include_date_header", b"date", b"server"),
+    ],
+)
+async def test_default_header_can_be_turned_off(key: str, absent: bytes, present: bytes) -> None:
+    async with open_test_client(text_app(), Config(**{key: False})) as client:
+        data = await client.raw(GET_CLOSE)
+    response = parse_single(data)
+    assert response.values(absent) == []
+    assert len(response.values(present)) == 1
+
+
+async def test_app_server_and_date_headers_replace_the_defaults() -> None:
+    """A naive server appends its own ``server``/``date`` next to the app's (the app
+    uses capitalised names, so a case-sensitive check would also duplicate them)."""
+    extra = [(b"Server", b"my-app/1.0"), (b"Date", b"Tue, 01 Jan 2030 00:00:00 GMT")]
+    async with open_test_client(text_app(extra=extra)) as client:
+        data = await client.raw(GET_CLOSE)
+    response = parse_single(data)
+    assert response.values(b"server") == [b"my-app/1.0"]
+    assert response.values(b"date") == [b"Tue, 01 Jan 2030 00:00:00 GMT"]
+    assert b"trioserve" not in data
+
+
+async def test_server_error_responses_carry_server_and_date() -> None:
+    async with open_test_client(text_app()) as client:
+        response = parse_single(await client.raw(b"garbage\r\n\r\n"))
+    assert response.status == 400
+    assert response.header(b"server") == b"trioserve"
+    date = response.header(b"date")
+    assert date is not None
+    assert DATE_RE.match(date)
+
+
+# ------------------------------------------------- B2: keep-alive and close
+
+
+async def test_keep_alive_serves_two_requests_on_one_connection() -> None:
+    paths: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        paths.append(scope["path"])
+        payload = scope["path"].encode()
+        await send(start(200, [(b"content-length", str(len(payload)).encode())]))
+        await send(body(payload))
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        first = await conn.request("GET", "/one")
+        second = await conn.request("GET", "/two")
+        await conn.aclose()
+    assert (first.status, first.body) == (200, b"/one")
+    assert (second.status, second.body) == (200, b"/two")
+    assert first.header("connection") is None
+    assert paths == ["/one", "/two"]
+
+
+async def test_client_connection_close_gets_connection_close_and_eof(autojump_clock: Any) -> None:
+    async with open_test_client(text_app()) as client:
+        data = await raw_closed_at_once(client, GET_CLOSE)
+    response = parse_single(data)
+    assert response.status == 200
+    assert response.values(b"connection") == [b"close"]
+    assert b"\r\nconnection: close\r\n" in data
+
+
+async def test_app_connection_close_header_closes_after_response(autojump_clock: Any) -> None:
+    """The app's ``Connection: close`` ends the connection: the pipelined second
+    request is never served, and the header appears once, lower-cased."""
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await send(start(200, [(b"Connection", b"close"), (b"content-length", b"2")]))
+        await send(body(b"ok"))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = parse_single(data)
+    assert response.body == b"ok"
+    assert response.values(b"connection") == [b"close"]
+    assert data.count(b"onnection") == 1
+    assert calls == ["/"]
+
+
+async def test_request_connection_close_stops_pipelined_requests(autojump_clock: Any) -> None:
+    """Seed 001: after ``Connection: close`` the following (here invalid: no Host)
+    request must not be parsed; a naive server answers it with a 400."""
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(
+            client,
+            b"GET /first HTTP/1.1\r\nConnection: close\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\n\r\n",
+        )
+    response = parse_single(data)
+    assert response.status == 200
+    assert b"400" not in data
+    assert calls == ["/first"]
+
+
+async def test_connection_close_post_body_is_fully_delivered(autojump_clock: Any) -> None:
+    payload = b"x" * 50_000
+    request = (
+        b"POST /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        % len(payload)
+    ) + payload
+    async with open_test_client(echo_app()) as client:
+        data = await raw_closed_at_once(client, request)
+    response = parse_single(data, "POST")
+    assert response.body == payload
+    assert response.header(b"connection") == b"close"
+
+
+async def test_keep_alive_timeout_closes_idle_connection(autojump_clock: Any) -> None:
+    async with open_test_client(text_app(), Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        response = await conn.request("GET", "/")
+        assert response.status == 200
+        idle_since = trio.current_time()
+        with trio.move_on_after(4.9):
+            await conn.receive_some()
+            pytest.fail("the connection ended before the keep-alive timeout")
+        assert await conn.receive_some() == b""
+        assert trio.current_time() - idle_since == pytest.approx(5)
+        await conn.aclose()
+
+
+async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
+    autojump_clock: Any,
+) -> None:
+    """Seed 000: the second pipelined request takes 10 s, twice the keep-alive
+    timeout; a server that arms the timer after the first response kills it."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await trio.sleep(10)
+        await text_app(scope["path"].encode())(scope, receive, send)
+
+    async with open_test_client(app, Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        wire = Wire(conn)
+        await conn.send_all(
+            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first = await wire.response()
+        second = await wire.response()
+        answered = trio.current_time()
+        assert (first.body, second.body) == (b"/fast", b"/slow")
+        # ... and the timer is armed again once the connection is idle.
+        assert await wire.until_closed() == b""
+        assert trio.current_time() - answered == pytest.approx(5)
+        await conn.aclose()
+
+
+# --------------------------------------------------------------- pipelining
+
+
+async def test_pipelined_requests_answered_in_order_one_at_a_time() -> None:
+    log: list[tuple[str, str]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        log.append(("start", path))
+        await trio.lowlevel.checkpoint()  # a naive server may start the next one now
+        await send(start(200, [(b"content-length", str(len(path)).encode())]))
+        await trio.lowlevel.checkpoint()
+        await send(body(path.encode()))
+        log.append(("end", path))
+
+    requests = (
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    async with open_test_client(app) as client:
+        data = await client.raw(requests)
+    responses, rest = parse_all(data)
+    assert rest == b""
+    assert [r.body for r in responses] == [b"/1", b"/2", b"/3"]
+    assert log == [
+        ("start", "/1"),
+        ("end", "/1"),
+        ("start", "/2"),
+        ("end", "/2"),
+        ("start", "/3"),
+        ("end", "/3"),
+    ]
+
+
+# ----------------------------------------------------- B3: content-length
+
+
+async def test_response_body_longer_than_content_length_is_never_written(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The surplus bytes look like a whole second response. A naive server writes
+    them, and the client parses a response the app never meant to send."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    smuggled = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
+    calls: list[str] = []
+    send_errors: list[Exception] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await send(start(200, [(b"content-length", b"3")]))
+        await send(body(b"abc", more=True))
+        try:
+            await send(body(smuggled))
+        except Exception as exc:
+            send_errors.append(exc)
+            raise
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    responses, rest = parse_all(data)
+    assert [r.body for r in responses] == [b"abc"]
+    assert rest == b""
+    assert b"smuggled" not in data
+    assert calls == ["/"]
+    assert len(send_errors) == 1
+    assert isinstance(send_errors[0], LocalProtocolError)
+    assert error_records(caplog)
+
+
+async def test_response_body_longer_than_content_length_in_one_message(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"3")]))
+        await send(body(b"hello"))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    # Extra bytes are refused before anything is written: no response of the app's
+    # goes out (at most a 500 of the server's own), and never the surplus.
+    assert b"hello" not in data
+    assert b"200 OK" not in data
+    if data:
+        assert parse_single(data).status == 500
+    assert error_records(caplog)
+
+
+async def test_response_body_shorter_than_content_length_closes_connection(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Too few bytes: the client must see an incomplete response, not a complete
+    one followed by the next response glued onto the missing bytes."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await send(start(200, [(b"content-length", b"10")]))
+        await send(body(b"hello", more=True))
+        await send(body(b""))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert data.endswith(b"\r\n\r\nhello")
+    with pytest.raises(h11.RemoteProtocolError):
+        parse_one(data, eof=True)
+    assert calls == ["/"]
+    assert error_records(caplog)
+
+
+async def test_response_body_shorter_than_content_length_in_one_message(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"10")]))
+        await send(body(b"hello"))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert b"200 OK" not in data
+    if data:
+        assert parse_single(data).status == 500
+    assert error_records(caplog)
+
+
+# ------------------------------------------------------------- B4: framing
+
+
+async def test_response_without_content_length_is_chunked() -> None:
+    async with open_test_client(streaming_app(), NODATE) as client:
+        data = await client.raw(GET_CLOSE)
+    assert data == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"content-type: text/plain\r\n"
+        b"server: trioserve\r\n"
+        b"transfer-encoding: chunked\r\n"
+        b"connection: close\r\n"
+        b"\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+
+
+async def test_empty_chunked_body_is_terminated_and_connection_reusable() -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200))
+        await send(body(b""))
+
+    async with open_test_client(app, NODATE) as client:
+        conn = await client.connect()
+        await conn.send_all(GET)
+        wire = Wire(conn)
+        response = await wire.response()
+        assert response.status == 200
+        assert response.body == b""
+        assert response.header(b"transfer-encoding") == b"chunked"
+        second = await conn.request("GET", "/again")
+        await conn.aclose()
+    assert second.status == 200
+
+
+async def test_empty_chunked_body_bytes() -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200))
+        await send(body(b""))
+
+    async with open_test_client(app, NODATE) as client:
+        data = await client.raw(GET_CLOSE)
+    assert data == (
+        b"HTTP/1.1 200 OK\r\nserver: trioserve\r\ntransfer-encoding: chunked\r\n"
+        b"connection: close\r\n\r\n0\r\n\r\n"
+    )
+
+
+async def test_http10_request_gets_close_delimited_body(autojump_clock: Any) -> None:
+    versions: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        versions.append(scope["http_version"])
+        await streaming_app()(scope, receive, send)
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, b"GET /old HTTP/1.0\r\n\r\n")
+    assert versions == ["1.0"]
+    assert data == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"content-type: text/plain\r\n"
+        b"server: trioserve\r\n"
+        b"connection: close\r\n"
+        b"\r\n"
+        b"hello world"
+    )
+
+
+async def test_http10_request_with_content_length_response(autojump_clock: Any) -> None:
+    async with open_test_client(text_app()) as client:
+        data = await raw_closed_at_once(client, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    response = parse_single(data)
+    assert response.status == 200
+    assert response.body == b"hello"
+    assert response.header(b"content-length") == b"5"
+    assert response.header(b"transfer-encoding") is None
+
+
+async def test_request_with_transfer_encoding_and_content_length_is_not_smuggled() -> None:
+    """CL says the body is ``3\\r\\nab``; TE says ``abc``. Either h11 refuses the
+    request (400) or Transfer-Encoding wins; Content-Length must never be used."""
+    bodies: list[bytes] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        data = await read_body(receive)
+        bodies.append(data)
+        await send(start(200, [(b"content-length", str(len(data)).encode())]))
+        await send(body(data))
+
+    request = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    async with open_test_client(app) as client:
+        response = parse_single(await client.raw(request), "POST")
+    if response.status == 400:
+        assert bodies == []
+    else:
+        assert response.status == 200
+        assert bodies == [b"abc"]
+        assert response.body == b"abc"
+
+
+# ---------------------------------------------------------- B5: header checks
+
+
+async def test_response_header_names_are_lowercase_on_the_wire() -> None:
+    """h11 writes the framing headers it adds itself in title case; the app's own
+    names are capitalised here. Every name on the wire must be lower-case."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"Content-Type", b"Text/Plain"), (b"X-Custom-Header", b"MixedValue")]
+        await send(start(200, headers))
+        await send(body(b"x", more=True))
+        await send(body(b""))
+
+    async with open_test_client(app) as client:
+        data = await client.raw(GET_CLOSE)
+    lines = head_lines(data)
+    names = [line.split(b":", 1)[0] for line in lines]
+    assert names == [name.lower() for name in names]
+    assert b"content-type: Text/Plain" in lines
+    assert b"x-custom-header: MixedValue" in lines
+    assert b"transfer-encoding: chunked" in lines
+    assert b"connection: close" in lines
+
+
+async def test_header_value_may_contain_htab_and_visible_characters() -> None:
+    value = b"tab\there !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"
+    async with open_test_client(text_app(extra=[(b"x-value", value)])) as client:
+        data = await client.raw(GET_CLOSE)
+    assert b"\r\nx-value: " + value + b"\r\n" in data
+    assert parse_single(data).header(b"x-value") == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"a\r\nx-injected: yes", b"a\rx-injected", b"a\nx-injected", b"a\x00x-injected"],
+    ids=["crlf", "cr", "lf", "nul"],
+)
+async def test_header_value_with_cr_lf_or_nul_gives_500(
+    value: bytes, autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Response splitting: a naive server writes the value and the client sees an
+    extra header (or a broken head)."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    raised: list[BaseException] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(start(200, [(b"x-bad", value), (b"content-length", b"2")]))
+            await send(body(b"ok"))
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, GET)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"x-bad" not in data
+    assert b"injected" not in data
+    assert parse_single(data).body == b"Internal Server Error"
+    assert len(raised) == 1
+    assert isinstance(raised[0], LocalProtocolError)
+    assert isinstance(raised[0], RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"bad name", b"bad:name", b"bad\rname", b"bad\nname", b"bad\x00name", b"", b"bad(name)"],
+    ids=["space", "colon", "cr", "lf", "nul", "empty", "paren"],
+)
+async def test_invalid_header_name_gives_500(name: bytes, autojump_clock: Any) -> None:
+    raised: list[BaseException] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(start(200, [(name, b"value-of-bad"), (b"content-length", b"2")]))
+            await send(body(b"ok"))
+        except LocalProtocolError as exc:
+            raised.append(exc)
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, GET)
+    response = parse_single(data)
+    assert response.status == 500
+    assert b"value-of-bad" not in data
+    assert len(raised) == 1
+
+
+# ---------------------------------------------------------------- B10: HEAD
+
+
+async def test_head_response_has_get_headers_and_no_body() -> None:
+    """HEAD then GET on one connection: if the HEAD response carried a body, the
+    GET response would not parse."""
+    async with open_test_client(text_app(), NODATE) as client:
+        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET_CLOSE)
+    (head, get), rest = parse_all(data, ["HEAD", "GET"])
+    assert rest == b""
+    assert head.status == get.status == 200
+    assert head.body == b""
+    assert get.body == b"hello"
+    assert head.headers == [h for h in get.headers if h[0] != b"connection"]
+    assert head.header(b"content-length") == b"5"
+    assert data.startswith(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n"
+        b"server: trioserve\r\n\r\nHTTP/1.1 200 OK\r\n"
+    )
+
+
+async def test_head_response_of_streaming_app_keeps_transfer_encoding() -> None:
+    async with open_test_client(streaming_app(), NODATE) as client:
+        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET_CLOSE)
+    head_end = data.index(b"\r\n\r\n") + 4
+    assert data[:head_end] == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nserver: trioserve\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    assert data[head_end:].startswith(b"HTTP/1.1 200 OK\r\n")  # no chunk, no 0\r\n\r\n
+    (head, get), rest = parse_all(data, ["HEAD", "GET"])
+    assert rest == b""
+    assert head.body == b""
+    assert get.body == b"hello world"
+
+
+async def test_head_request_via_test_client() -> None:
+    async with open_test_client(text_app(b"x" * 1000)) as client:
+        response = await client.request("HEAD", "/")
+    assert response.status == 200
+    assert response.header("content-length") == "1000"
+    assert response.body == b""
+
+
+# ------------------------------------------------- B8: receive and early answers
+
+
+async def test_receive_after_response_returns_disconnect_repeatedly() -> None:
+    """The connection stays open; a naive server makes receive() wait for bytes
+    that will never come (or hands out the next request's bytes)."""
+    messages: list[dict[str, Any]] = []
+    done = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await text_app()(scope, receive, send)
+        for _ in range(3):
+            messages.append(await receive())
+        done.set()
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        response = await conn.request("GET", "/")
+        with trio.fail_after(5):
+            await done.wait()
+        await conn.aclose()
+    assert response.status == 200
+    assert messages == [{"type": "http.disconnect"}] * 3
+
+
+async def test_receive_after_response_with_unread_body_returns_disconnect() -> None:
+    messages: list[dict[str, Any]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await text_app()(scope, receive, send)
+        if scope["method"] == "POST":
+            messages.append(await receive())
+            messages.append(await receive())
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        first = await conn.request("POST", "/", body=b"unread body")
+        second = await conn.request("GET", "/")  # the previous app has returned
+        await conn.aclose()
+    assert first.status == second.status == 200
+    assert messages == [{"type": "http.disconnect"}] * 2
+
+
+async def test_early_response_without_reading_small_body_keeps_connection_usable() -> None:
+    seen: list[tuple[str, str]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope["method"], scope["path"]))
+        await text_app(b"early")(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        first = await conn.request("POST", "/upload", body=b"0123456789")
+        second = await conn.request("GET", "/next")
+        await conn.aclose()
+    assert (first.status, first.body) == (200, b"early")
+    assert (second.status, second.body) == (200, b"early")
+    # The unread body was not mistaken for a request.
+    assert seen == [("POST", "/upload"), ("GET", "/next")]
+
+
+async def test_early_response_before_body_arrives_then_connection_reused() -> None:
+    seen: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await text_app(scope["path"].encode())(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        wire = Wire(conn)
+        await conn.send_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
+        first = await wire.response("POST")
+        assert first.body == b"/up"
+        await conn.send_all(b"456789" + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = await wire.response()
+        await conn.aclose()
+    assert second.body == b"/next"
+    assert seen == ["/up", "/next"]
+
+
+async def test_unread_large_body_closes_connection_after_response(autojump_clock: Any) -> None:
+    """1 MiB the app never reads: the server answers, then closes rather than
+    reading (or buffering) the whole body to keep the connection."""
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    size = 1024 * 1024
+    request = b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, request + b"x" * size + GET)
+    responses, rest = parse_all(data, ["POST"])
+    assert [r.status for r in responses] == [200]
+    assert rest == b""
+    assert calls == ["/big"]
+
+
+async def test_unread_body_within_drain_limit_is_read_after_response() -> None:
+    """Reading resumes after the response: the 100 KiB body the app ignored is
+    read and discarded (the client's send completes although the app never read
+    it), and the connection serves the next request."""
+    size = 100 * 1024
+    sent = trio.Event()
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect(lockstep=True)
+
+        async def sender() -> None:
+            head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            await conn.send_all(head + b"z" * size)
+            sent.set()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                wire = Wire(conn)
+                first = await wire.response("POST")
+                await sent.wait()
+            await conn.send_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+            second = await wire.response()
+        await conn.aclose()
+    assert first.status == second.status == 200
+    assert calls == ["/up", "/next"]
+
+
+async def test_client_disconnect_mid_body_gives_http_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    messages: list[dict[str, Any]] = []
+    got_first = trio.Event()
+    done = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        messages.append(await receive())
+        got_first.set()
+        messages.append(await receive())
+        done.set()
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        await conn.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        with trio.fail_after(5):
+            await got_first.wait()
+            await conn.aclose()
+            await done.wait()
+    assert messages == [
+        {"type": "http.request", "body": b"01234", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert error_records(caplog) == []
+
+
+async def test_large_post_pauses_reading_until_app_receives() -> None:
+    """Read flow control: while the app does not call receive(), the server stops
+    reading, so the client's send of 1 MiB cannot complete (lockstep streams make
+    the client's send_all wait for the server's reads)."""
+    started = trio.Event()
+    proceed = trio.Event()
+    sent = trio.Event()
+    size = 1024 * 1024
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await proceed.wait()
+        data = await read_body(receive)
+        payload = str(len(data)).encode()
+        await send(start(200, [(b"content-length", str(len(payload)).encode())]))
+        await send(body(payload))
+
+    async with open_test_client(app) as client:
+        conn = await client.connect(lockstep=True)
+
+        async def sender() -> None:
+            head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            await conn.send_all(head + b"y" * size)
+            sent.set()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                await started.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not sent.is_set(), "the server read the whole body without the app"
+                proceed.set()
+                response = await Wire(conn).response("POST")
+                await sent.wait()
+        await conn.aclose()
+    assert response.status == 200
+    assert response.body == str(size).encode()
+
+
+# ------------------------------------------------------- B9: 100-continue
+
+
+async def test_100_continue_sent_only_when_app_calls_receive(autojump_clock: Any) -> None:
+    go = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await go.wait()
+        data = await read_body(receive)
+        await send(start(200, [(b"content-length", str(len(data)).encode())]))
+        await send(body(data))
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        await conn.send_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        with trio.move_on_after(3):
+            early = await conn.receive_some()
+            pytest.fail(f"server answered before the app called receive(): {early!r}")
+        go.set()
+        expected = b"HTTP/1.1 100 Continue\r\n\r\n"
+        got = b""
+        while len(got) < len(expected):
+            got += await conn.receive_some(len(expected) - len(got))
+        assert got == expected
+        await conn.send_all(b"hello")
+        response = await Wire(conn).response("POST")
+        await conn.aclose()
+    assert response.status == 200
+    assert response.body == b"hello"
+
+
+async def test_100_continue_never_sent_when_app_answers_without_reading(
+    autojump_clock: Any,
+) -> None:
+    async with open_test_client(text_app(b"no thanks")) as client:
+        data = await raw_closed_at_once(
+            client,
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+    assert b"100 Continue" not in data
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    response = parse_single(data, "POST")
+    assert response.informational == []
+    assert response.body == b"no thanks"
+
+
+# ---------------------------------------------------------- B13: app errors
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_app_exception_before_response_gives_500_and_close(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise Boom("kaput")
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert data == (
+        b"HTTP/1.1 500 Internal Server Error\r\n"
+        b"server: trioserve\r\n"
+        b"content-type: text/plain; charset=utf-8\r\n"
+        b"content-length: 21\r\n"
+        b"connection: close\r\n"
+        b"\r\n"
+        b"Internal Server Error"
+    )
+    (record,) = error_records(caplog)
+    assert record.getMessage() == "Exception in ASGI application"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Boom
+
+
+async def test_app_exception_after_start_before_body_gives_500(autojump_clock: Any) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"x-app", b"1")]))
+        raise Boom
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET)
+    response = parse_single(data)
+    assert response.status == 500
+    assert response.header(b"x-app") is None
+
+
+async def test_app_exception_after_body_started_closes_without_500(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A naive server appends a 500 to the half-sent response."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200))
+        await send(body(b"partial", more=True))
+        raise Boom
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\n7\r\npartial\r\n")
+    assert b"500" not in data
+    with pytest.raises(h11.RemoteProtocolError):
+        parse_one(data, eof=True)
+    (record,) = error_records(caplog)
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Boom
+
+
+async def test_app_returning_without_response_gives_500(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    response = parse_single(data)
+    assert response.status == 500
+    assert response.header(b"connection") == b"close"
+    assert response.body == b"Internal Server Error"
+    (record,) = error_records(caplog)
+    assert "returned without completing the response" in record.getMessage()
+
+
+async def test_app_returning_after_start_only_gives_500(autojump_clock: Any) -> None:
+    """Never a hang: the head is not on the wire yet, so a whole 500 can be sent."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"5")]))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET)
+    response = parse_single(data)
+    assert response.status == 500
+
+
+async def test_app_returning_mid_body_closes_connection(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"10")]))
+        await send(body(b"12345", more=True))
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert data.endswith(b"\r\n\r\n12345")
+    assert b"500" not in data
+    with pytest.raises(h11.RemoteProtocolError):
+        parse_one(data, eof=True)
+    assert error_records(caplog)
+
+
+async def test_app_return_value_is_logged_and_connection_closed(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> Any:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+        return "surprise"
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    response = parse_single(data)
+    assert (response.status, response.body) == (200, b"hello")
+    assert calls == ["/"]
+    (record,) = error_records(caplog)
+    assert "surprise" in record.getMessage()
+
+
+SEQUENCES = {
+    "duplicate-start": ([start(), start()], 1, "'http.response.start'"),
+    "body-before-start": ([body(b"x")], 0, "'http.response.body'"),
+    "unknown-type": ([start(), {"type": "http.response.bogus"}], 1, "'http.response.bogus'"),
+    "no-type": ([{"status": 200}], 0, "'type'"),
+}
+
+
+@pytest.mark.parametrize(("messages", "bad_index", "named"), SEQUENCES.values(), ids=SEQUENCES)
+async def test_invalid_message_sequence_raises_local_protocol_error_and_aborts(
+    messages: list[dict[str, Any]],
+    bad_index: int,
+    named: str,
+    autojump_clock: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    raised: list[tuple[int, BaseException]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for index, message in enumerate(messages):
+            try:
+                await send(message)
+            except Exception as exc:
+                raised.append((index, exc))
+                raise
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert len(raised) == 1
+    index, exc = raised[0]
+    assert index == bad_index
+    assert isinstance(exc, LocalProtocolError)
+    assert isinstance(exc, RuntimeError)
+    assert named in str(exc)
+    response = parse_single(data)
+    assert response.status == 500
+    assert error_records(caplog)
+
+
+async def test_message_after_response_complete_raises_and_closes(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    raised: list[BaseException] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await text_app()(scope, receive, send)
+        try:
+            await send(body(b"more"))
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    (exc,) = raised
+    assert isinstance(exc, LocalProtocolError)
+    assert "already complete" in str(exc)
+    # The complete first response stands, nothing follows it, the pipelined
+    # second request is not served.
+    response = parse_single(data)
+    assert (response.status, response.body) == (200, b"hello")
+    assert b"more" not in data
+    assert error_records(caplog)
+
+
+ABORTED = {
+    "duplicate-start": [start(), start(), body(b"after")],
+    "body-before-start": [body(b"x"), start(), body(b"after")],
+    "unknown-type": [start(), {"type": "http.response.bogus"}, body(b"after")],
+}
+
+
+@pytest.mark.parametrize("messages", ABORTED.values(), ids=ABORTED)
+async def test_response_stays_aborted_when_app_swallows_local_protocol_error(
+    messages: list[dict[str, Any]], autojump_clock: Any
+) -> None:
+    """docs/behaviour.md: "the response is aborted even if the app catches the
+    error". An app that catches the error and carries on must not get its
+    response out as if nothing had happened."""
+    raised: list[BaseException] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for message in messages:
+            try:
+                await send(message)
+            except Exception as exc:
+                raised.append(exc)
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET)
+    assert isinstance(raised[0], LocalProtocolError)
+    assert b"after" not in data
+    if data:
+        assert parse_single(data).status == 500
+
+
+# ----------------------------------------------------- B14: bad requests
+
+
+BAD_400 = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"server: trioserve\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 30\r\n"
+    b"connection: close\r\n"
+    b"\r\n"
+    b"Invalid HTTP request received."
+)
+
+
+def never_called() -> tuple[App, list[Scope]]:
+    calls: list[Scope] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope)
+        await text_app()(scope, receive, send)
+
+    return app, calls
+
+
+async def test_garbage_gets_400_and_close(autojump_clock: Any) -> None:
+    app, calls = never_called()
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+    assert data == BAD_400
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"G?T / HTTP/1.1", b"GET /a b HTTP/1.1", b"GET / HTTP1.1"],
+    ids=["bad-method", "space-in-target", "bad-version"],
+)
+async def test_bad_request_line_gets_400(request_line: bytes, autojump_clock: Any) -> None:
+    app, calls = never_called()
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, request_line + b"\r\nHost: x\r\n\r\n")
+    assert data == BAD_400
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Host: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n",
+        b"Host: x\r\nContent-Length: 3, 4\r\n",
+        b"Host: x\r\nX-Bad: a\rb\r\nContent-Length: 4\r\n",
+        b" X-Continued-First: a\r\nHost: x\r\nContent-Length: 4\r\n",
+        b"Host: x\r\nBad Name: x\r\nContent-Length: 4\r\n",
+    ],
+    ids=["duplicate-content-length", "list-content-length", "bare-cr", "leading-fold", "name"],
+)
+async def test_malformed_headers_get_400(headers: bytes, autojump_clock: Any) -> None:
+    app, calls = never_called()
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, b"POST / HTTP/1.1\r\n" + headers + b"\r\nabcd")
+    assert data == BAD_400
+    assert calls == []
+
+
+async def test_obs_fold_is_never_taken_as_a_separate_header() -> None:
+    """RFC 9112 §5.2: a server must reject obs-fold (400) or replace it with SP.
+    h11 does the latter (it is not a 400 as one might expect from "h11's
+    strictness"); either way the continuation line must not become a header."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(list(scope["headers"]))
+        await text_app()(scope, receive, send)
+
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\nConnection: close\r\n\r\n"
+    async with open_test_client(app) as client:
+        response = parse_single(await client.raw(request))
+    if response.status == 400:
+        assert seen == []
+    else:
+        assert response.status == 200
+        (headers,) = seen
+        assert (b"x-folded", b"a b") in headers
+        assert all(not name.startswith(b" ") and value != b"b" for name, value in headers)
+
+
+async def test_unknown_transfer_coding_gets_501(autojump_clock: Any) -> None:
+    app, calls = never_called()
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc"
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, request)
+    assert data.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    response = parse_single(data)
+    assert response.body == b"Not Implemented"
+    assert response.header(b"connection") == b"close"
+    assert calls == []
+
+
+def big_head(filler: int) -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * filler + b"\r\n\r\n"
+
+
+async def test_request_head_over_limit_in_one_write_gets_431(autojump_clock: Any) -> None:
+    """h11 limits only incomplete heads; a whole head that arrives in one read slips
+    past a naive wrapper."""
+    app, calls = never_called()
+    async with open_test_client(app, Config(h11_max_incomplete_size=1024)) as client:
+        data = await raw_closed_at_once(client, big_head(2000))
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    response = parse_single(data)
+    assert response.body == b"Request Header Fields Too Large"
+    assert response.header(b"connection") == b"close"
+    assert calls == []
+
+
+async def dribble(conn: TestConnection, data: bytes, piece: int) -> None:
+    """Send ``data`` in pieces, letting the server process each one separately."""
+    for i in range(0, len(data), piece):
+        await conn.send_all(data[i : i + piece])
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_request_head_over_limit_dribbled_gets_431() -> None:
+    app, calls = never_called()
+    async with open_test_client(app, Config(h11_max_incomplete_size=1024)) as client:
+        conn = await client.connect()
+        await dribble(conn, big_head(2000), 50)
+        data = await conn.receive_until_closed()
+        await conn.aclose()
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert calls == []
+
+
+async def test_request_head_just_under_limit_is_accepted() -> None:
+    head = big_head(0)
+    filler = 1024 - len(head) - 10
+    async with open_test_client(text_app(), Config(h11_max_incomplete_size=1024)) as client:
+        conn = await client.connect()
+        await conn.send_all(big_head(filler))
+        response = await Wire(conn).response()
+        await conn.aclose()
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("how", ["one-write", "dribbled"])
+async def test_whitespace_padded_head_over_limit_gets_431(how: str) -> None:
+    """docs/behaviour.md: "a larger head gets 431 however its bytes arrive". A head
+    of 20 KiB made large by optional whitespace around a value must not be
+    accepted in one write while it is refused when dribbled."""
+    app, calls = never_called()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b" " * 20_000 + b"v\r\n\r\n"
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        if how == "one-write":
+            await conn.send_all(request)
+        else:
+            await dribble(conn, request, 1000)
+        with trio.fail_after(5):
+            status = (await Wire(conn).response()).status
+        await conn.aclose()
+    assert status == 431
+    assert calls == []
+
+
+async def test_pipelined_oversized_head_in_same_write_gets_431() -> None:
+    """A head over the limit that arrives in the same write as a small request
+    before it must be refused like any other ("however its bytes arrive")."""
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    big = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+    async with open_test_client(app, Config(h11_max_incomplete_size=1024)) as client:
+        conn = await client.connect()
+        await conn.send_all(GET + big)
+        wire = Wire(conn)
+        with trio.fail_after(5):
+            first = await wire.response()
+            second = await wire.response()
+        await conn.aclose()
+    assert first.status == 200
+    assert second.status == 431
+    assert calls == ["/"]
+
+
+async def test_huge_headers_rejected_by_default_accepted_with_raised_limit() -> None:
+    seen: list[int] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.extend(len(v) for k, v in scope["headers"] if k == b"x-big")
+        await text_app()(scope, receive, send)
+
+    request = big_head(20 * 1024)
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        await conn.send_all(request)
+        refused = await Wire(conn).response()
+        await conn.aclose()
+    async with open_test_client(app, Config(h11_max_incomplete_size=64 * 1024)) as client:
+        conn = await client.connect()
+        await conn.send_all(request)
+        accepted = await Wire(conn).response()
+        await conn.aclose()
+    assert refused.status == 431
+    assert accepted.status == 200
+    assert seen == [20 * 1024]
+
+
+# ------------------------------------------------------------ B17: scope
+
+
+def scope_recorder() -> tuple[App, list[Scope]]:
+    scopes: list[Scope] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+        await text_app()(scope, receive, send)
+
+    return app, scopes
+
+
+async def test_scope_contents() -> None:
+    app, scopes = scope_recorder()
+    request = (
+        b"GET /caf%C3%A9/a%2Fb+c?x=1&y=%20z HTTP/1.1\r\nHost: example.com\r\n"
+        b"X-Mixed-Case: Some Value\r\nConnection: close\r\n\r\n"
+    )
+    async with open_test_client(app) as client:
+        await client.raw(request)
+    (scope,) = scopes
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.5"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/café/a/b+c"
+    assert scope["raw_path"] == b"/caf%C3%A9/a%2Fb+c"
+    assert scope["query_string"] == b"x=1&y=%20z"
+    assert scope["root_path"] == ""
+    assert [tuple(h) for h in scope["headers"]] == [
+        (b"host", b"example.com"),
+        (b"x-mixed-case", b"Some Value"),
+        (b"connection", b"close"),
+    ]
+    assert scope["client"] is None
+    assert scope["server"] is None
+    assert type(scope["state"]) is dict
+    assert isinstance(scope["extensions"], dict)
+
+
+async def test_scope_http_version_10() -> None:
+    app, scopes = scope_recorder()
+    async with open_test_client(app) as client:
+        await client.raw(b"POST /old?q HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+    (scope,) = scopes
+    assert scope["http_version"] == "1.0"
+    assert scope["method"] == "POST"
+    assert scope["query_string"] == b"q"
+
+
+async def test_root_path_prefixes_path_and_raw_path() -> None:
+    app, scopes = scope_recorder()
+    async with open_test_client(app, Config(root_path="/api")) as client:
+        await client.raw(b"GET /items/%41b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (scope,) = scopes
+    assert scope["root_path"] == "/api"
+    assert scope["path"] == "/api/items/Ab"
+    assert scope["raw_path"] == b"/api/items/%41b"
+
+
+async def test_absolute_form_target_gives_its_path() -> None:
+    app, scopes = scope_recorder()
+    async with open_test_client(app) as client:
+        await client.raw(
+            b"GET http://example.com/p/q?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+        )
+    (scope,) = scopes
+    assert scope["path"] == "/p/q"
+    assert scope["raw_path"] == b"/p/q"
+    assert scope["query_string"] == b"x=1"
+
+
+async def test_lifespan_state_copied_into_each_request_and_not_shared_back() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            assert (await receive())["type"] == "lifespan.startup"
+            scope["state"]["db"] = "pool"
+            await send({"type": "lifespan.startup.complete"})
+            assert (await receive())["type"] == "lifespan.shutdown"
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen.append(dict(scope["state"]))
+        scope["state"]["leak"] = scope["path"]
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app, Config(lifespan="on")) as client:
+        await client.get("/one")
+        await client.get("/two")
+    assert seen == [{"db": "pool"}, {"db": "pool"}]
+
+
+# ------------------------------------------------- other checklist items
+
+
+@pytest.mark.parametrize("kind", ["iterator", "generator", "tuple"])
+async def test_response_headers_may_be_any_iterable(kind: str) -> None:
+    pairs = [(b"content-length", b"2"), (b"x-from", kind.encode())]
+
+    def gen() -> Iterable[tuple[bytes, bytes]]:
+        yield from pairs
+
+    headers: Iterable[tuple[bytes, bytes]] = {
+        "iterator": iter(pairs),
+        "generator": gen(),
+        "tuple": tuple(pairs),
+    }[kind]
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, headers))
+        await send(body(b"ok"))
+
+    async with open_test_client(app) as client:
+        response = parse_single(await client.raw(GET_CLOSE))
+    assert response.status == 200
+    assert response.body == b"ok"
+    assert response.header(b"x-from") == kind.encode()
+
+
+async def test_request_sent_one_byte_at_a_time_parses() -> None:
+    app, scopes = scope_recorder()
+    request = (
+        b"POST /frag?a=b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    )
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        await dribble(conn, request, 1)
+        data = await conn.receive_until_closed()
+        await conn.aclose()
+    assert parse_single(data, "POST").status == 200
+    (scope,) = scopes
+    assert scope["path"] == "/frag"
+    assert scope["query_string"] == b"a=b"
+
+
+async def test_fragmented_request_on_a_real_socket() -> None:
+    app, scopes = scope_recorder()
+    parts = [b"GE", b"T /fr", b"ag HTTP/1.", b"1\r\nHost: x\r", b"\nConnection: close\r\n", b"\r\n"]
+    async with open_test_server(app) as server:
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                for part in parts:
+                    await stream.send_all(part)
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+    assert parse_single(data).body == b"hello"
+    (scope,) = scopes
+    assert scope["path"] == "/frag"
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["server"] == ("127.0.0.1", server.port)
+
+
+async def test_upgrade_h2c_request_is_served_as_http11() -> None:
+    app, scopes = scope_recorder()
+    request = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+    )
+    async with open_test_client(app) as client:
+        data = await client.raw(request)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"101" not in data.split(b"\r\n", 1)[0]
+    assert parse_single(data).body == b"hello"
+    (scope,) = scopes
+    assert scope["type"] == "http"
+    assert scope["http_version"] == "1.1"
+
+
+async def test_limit_concurrency_gives_503_and_idle_connections_do_not_count() -> None:
+    started = trio.Event()
+    release = trio.Event()
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        if scope["path"] == "/slow":
+            started.set()
+            await release.wait()
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app, Config(limit_concurrency=1)) as client:
+        busy = await client.connect()
+        await busy.send_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(5):
+            await started.wait()
+            rejected = parse_single(await client.raw(b"GET /over HTTP/1.1\r\nHost: x\r\n\r\n"))
+        release.set()
+        slow = await Wire(busy).response()
+        # ``busy`` is now an idle keep-alive connection: it must not count.
+        after = await client.get("/after")
+        await busy.aclose()
+    assert rejected.status == 503
+    assert rejected.reason == b"Service Unavailable"
+    assert rejected.body == b"Service Unavailable"
+    assert rejected.header(b"connection") == b"close"
+    assert slow.status == 200
+    assert after.status == 200
+    assert calls == ["/slow", "/after"]
+
+
+async def test_shutdown_lets_busy_request_finish_and_closes_idle_connection_at_once(
+    autojump_clock: Any,
+) -> None:
+    started = trio.Event()
+    release = trio.Event()
+    results: dict[str, Any] = {}
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            started.set()
+            await release.wait()
+        await text_app(b"done")(scope, receive, send)
+
+    async def watch(idle: TestConnection, busy: TestConnection, shutdown_at: float) -> None:
+        assert await idle.receive_some() == b""
+        results["idle_closed_after"] = trio.current_time() - shutdown_at
+        release.set()
+        results["busy"] = await busy.receive_until_closed()
+        await busy.aclose()
+        await idle.aclose()
+
+    async with (
+        trio.open_nursery() as nursery,
+        open_test_client(app, Config(keep_alive_timeout=5)) as client,
+    ):
+        idle = await client.connect()
+        assert (await idle.request("GET", "/fast")).status == 200
+        busy = await client.connect()
+        await busy.send_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await started.wait()
+        nursery.start_soon(watch, idle, busy, trio.current_time())
+    # leaving the block shut the server down gracefully
+    assert results["idle_closed_after"] == 0
+    response = parse_single(results["busy"])
+    assert response.body == b"done"
+    assert response.header(b"connection") == b"close"
+
+
+async def test_server_with_lifespan_off_shuts_down_at_once(autojump_clock: Any) -> None:
+    """lifespan="off" never starts the lifespan task, so there is nothing to wait
+    for on shutdown (a server that waits for a lifespan.shutdown answer that
+    cannot come stalls for shutdown_timeout)."""
+    async with open_test_client(text_app(), Config(lifespan="off")) as client:
+        assert (await client.get("/")).status == 200
+        leaving = trio.current_time()
+    assert trio.current_time() - leaving < 1

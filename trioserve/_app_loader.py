@@ -1,0 +1,115 @@
+"""``module:attr`` to an ASGI 3 callable.
+
+Every way this can fail becomes an :class:`AppLoadError` whose message is one line
+naming the cause, because the CLI prints that line and exits 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import sys
+from typing import Any, cast
+
+from ._errors import AppLoadError
+from ._types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["load_app", "to_asgi3"]
+
+
+def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> ASGIApp:
+    """Import ``spec`` (``module:attr``, ``module:obj.attr``, or ``module`` meaning
+    ``module:app``) and return it as an ASGI 3 callable.
+
+    Args:
+      spec: where the app is.
+      factory: call the attribute with no arguments and serve what it returns.
+      app_dir: put this directory first on ``sys.path`` before importing.
+
+    Raises:
+      AppLoadError: with a one-line reason.
+    """
+    module_name, _, attr_path = spec.partition(":")
+    attr_path = attr_path or "app"
+    if not module_name or not all(part.isidentifier() for part in attr_path.split(".")):
+        raise AppLoadError(f"invalid app {spec!r}: expected 'module:attribute'")
+    if app_dir is not None and app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (
+            module_name == exc.name or module_name.startswith(exc.name + ".")
+        ):
+            raise AppLoadError(f"module {module_name!r} not found") from exc
+        raise AppLoadError(f"error importing module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise AppLoadError(
+            f"error importing module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(
+                f"attribute {attr_path!r} not found in module {module_name!r}"
+            ) from None
+    if factory:
+        if not callable(obj):
+            raise AppLoadError(f"app factory {spec!r} is not callable")
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise AppLoadError(f"app factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if not callable(obj):
+        raise AppLoadError(f"{spec!r} is not callable (got {type(obj).__name__})")
+    return to_asgi3(obj, spec)
+
+
+def _is_coroutine_callable(obj: Any) -> bool:
+    if inspect.isclass(obj):
+        return False
+    call = obj if inspect.isfunction(obj) or inspect.ismethod(obj) else obj.__call__
+    while isinstance(call, functools.partial):
+        call = call.func
+    return inspect.iscoroutinefunction(call)
+
+
+def _positional_count(obj: Any) -> int | None:
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    return sum(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in signature.parameters.values()
+    )
+
+
+def to_asgi3(obj: Any, name: str = "app") -> ASGIApp:
+    """Return ``obj`` as an ASGI 3 app, adapting an ASGI 2 (double-callable) one.
+
+    Raises:
+      AppLoadError: ``obj`` looks like a WSGI application.
+    """
+    if _is_coroutine_callable(obj):
+        return cast(ASGIApp, obj)
+    count = _positional_count(obj)
+    if count == 2:
+        raise AppLoadError(
+            f"{name!r} looks like a WSGI application (it takes environ and "
+            "start_response); trioserve serves ASGI. Wrap it with a2wsgi: "
+            "https://pypi.org/project/a2wsgi/"
+        )
+    if count == 3 and not inspect.isclass(obj):
+        # Three positional arguments but not a coroutine function: an ASGI 3 app
+        # written as a plain function returning an awaitable. Serve it as is.
+        return cast(ASGIApp, obj)
+
+    async def asgi2_adapter(scope: Scope, receive: Receive, send: Send) -> None:
+        instance = obj(scope)
+        await instance(receive, send)
+
+    return asgi2_adapter

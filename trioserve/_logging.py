@@ -1,0 +1,149 @@
+"""The error log and the access log.
+
+Both are stdlib loggers, ``trioserve.error`` and ``trioserve.access``, so any
+logging configuration can route them. The access log writes one line per response
+when the response completes, in a format made of Hypercorn's atoms (which extend
+gunicorn's): ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s`` is the default, the
+common log format.
+
+Everything a client controls (the request line, headers, the user name) is escaped
+before it reaches a log line: control characters, quotes and backslashes become
+``\\xHH``, ``\\"`` and ``\\\\``, so no client can end a line early, forge a second
+one, or send escape sequences to the terminal of whoever reads the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["DEFAULT_ACCESS_LOG_FORMAT", "AccessLogAtoms", "AccessLogger", "escape"]
+
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+
+access_logger = logging.getLogger("trioserve.access")
+
+
+def _escape_table() -> dict[int, str]:
+    table = {code: f"\\x{code:02x}" for code in range(0x20)}
+    table[0x7F] = "\\x7f"
+    table.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})  # C1 controls
+    table[0x2028] = "\\u2028"  # line and paragraph separators end lines in some viewers
+    table[0x2029] = "\\u2029"
+    table[ord('"')] = '\\"'
+    table[ord("\\")] = "\\\\"
+    return table
+
+
+_ESCAPES = _escape_table()
+
+
+def escape(value: str | bytes) -> str:
+    """``value`` made safe for one log line (bytes are read as Latin-1)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.translate(_ESCAPES)
+
+
+class AccessLogAtoms(dict[str, str]):
+    """The values a format string can use, by atom name.
+
+    ``%({name}i)s``, ``%({name}o)s`` and ``%({name}e)s`` (request header, response
+    header, environment variable) are looked up on demand; an unknown atom or a
+    missing header gives ``-``.
+    """
+
+    def __init__(
+        self,
+        scope: Mapping[str, Any],
+        status: int | None,
+        response_headers: Iterable[tuple[bytes, bytes]],
+        bytes_sent: int,
+        request_time: float,
+    ) -> None:
+        super().__init__()
+        self._request_headers = {
+            name.decode("latin-1").lower(): value for name, value in scope.get("headers", ())
+        }
+        self._response_headers = {
+            name.decode("latin-1").lower(): value for name, value in response_headers
+        }
+        client = scope.get("client")
+        method = scope.get("method", "-")
+        path = scope.get("root_path", "") + scope.get("path", "")
+        query = scope.get("query_string", b"").decode("latin-1")
+        path_query = f"{path}?{query}" if query else path
+        protocol = f"HTTP/{scope.get('http_version', '1.1')}"
+        status_text = "-" if status is None else str(status)
+        self.update(
+            {
+                "h": f"{client[0]}:{client[1]}" if client else "-",
+                "l": "-",
+                "u": "-",
+                "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
+                "r": escape(f"{method} {path_query} {protocol}"),
+                "R": escape(f"{method} {path_query} {protocol}"),
+                "s": status_text,
+                "st": status_text,
+                "S": scope.get("scheme", "-"),
+                "m": escape(method),
+                "U": escape(path),
+                "Uq": escape(path_query),
+                "q": escape(query),
+                "H": protocol,
+                "b": str(bytes_sent) if bytes_sent else "-",
+                "B": str(bytes_sent),
+                "f": self._header(self._request_headers, "referer"),
+                "a": self._header(self._request_headers, "user-agent"),
+                "T": str(int(request_time)),
+                "D": str(int(request_time * 1_000_000)),
+                "L": f"{request_time:.6f}",
+                "p": f"<{os.getpid()}>",
+            }
+        )
+
+    @staticmethod
+    def _header(headers: Mapping[str, bytes], name: str) -> str:
+        value = headers.get(name)
+        return "-" if value is None else escape(value)
+
+    def __missing__(self, key: str) -> str:
+        if key.startswith("{") and len(key) > 3 and key[-2] == "}":
+            name = key[1:-2].lower()
+            kind = key[-1]
+            if kind == "i":
+                return self._header(self._request_headers, name)
+            if kind == "o":
+                return self._header(self._response_headers, name)
+            if kind == "e":
+                value = os.environ.get(key[1:-2])
+                return "-" if value is None else escape(value)
+        return "-"
+
+
+class AccessLogger:
+    """Writes access log lines to the ``trioserve.access`` logger.
+
+    Args:
+      log_format: a ``%``-style format over :class:`AccessLogAtoms`.
+    """
+
+    def __init__(self, log_format: str = DEFAULT_ACCESS_LOG_FORMAT) -> None:
+        self.format = log_format
+
+    def log(
+        self,
+        scope: Mapping[str, Any],
+        status: int | None,
+        response_headers: Iterable[tuple[bytes, bytes]],
+        bytes_sent: int,
+        request_time: float,
+    ) -> None:
+        """Write the line for one finished request."""
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
+        access_logger.info(self.format, atoms)
