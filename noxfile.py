@@ -56,8 +56,15 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
-    session.install("-e", ".", "mypy>=1.10", "exceptiongroup")
+    session.install("-e", ".", "mypy>=1.10", "exceptiongroup", "tomli")
     session.run("mypy", "--strict", "trioserve")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with MkDocs; any warning fails the build."""
+    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-click>=0.8", "pymdown-extensions>=10")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

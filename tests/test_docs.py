@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pathlib
 import runpy
+import warnings
+from typing import Any
 
-from trioserve._config import reference_markdown
+import trio
+import trio.testing
+
+from trioserve import Config, ConfigWarning
+from trioserve._config import load_config, reference_markdown
 from trioserve.testing import open_test_client
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -26,3 +32,39 @@ async def test_hello_example_serves_its_greeting() -> None:
     assert response.status == 200
     assert response.body == b"Hello from trioserve!\n"
     assert response.header("content-length") == "22"
+
+
+async def test_embedding_example_serves_and_stops() -> None:
+    # docs/embedding.md includes this file: it must really work.
+    namespace = runpy.run_path(str(ROOT / "docs" / "examples" / "embed.py"))
+    with trio.fail_after(10):
+        assert await namespace["main"]() == "embedded"
+
+
+def test_testing_example_passes_in_virtual_time() -> None:
+    namespace: dict[str, Any] = runpy.run_path(
+        str(ROOT / "docs" / "examples" / "test_with_trioserve.py")
+    )
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    trio.run(namespace["test_slow_endpoint"], clock, clock=clock)
+    assert clock.current_time() >= 3  # the app's 3 s sleep passed in virtual time
+
+
+def test_hypercorn_toml_example_loads_with_one_warning() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(str(ROOT / "docs" / "examples" / "hypercorn.toml"))
+    assert [str(w.message) for w in caught if w.category is ConfigWarning] == [
+        f"{ROOT / 'docs' / 'examples' / 'hypercorn.toml'}: Hypercorn setting 'workers' "
+        "is not supported by trioserve; ignored"
+    ]
+    assert config == Config(
+        bind=["127.0.0.1:8000"],
+        keep_alive_timeout=10,
+        graceful_timeout=20,
+        h11_max_incomplete_size=32768,
+        include_server_header=False,
+        accesslog="-",
+        errorlog="-",
+        loglevel="INFO",
+    )

@@ -333,7 +333,11 @@ async def test_on_with_unsupported_app_fails_serve_before_binding(
     assert not any("Serving on" in r.getMessage() for r in caplog.records)
 
 
-async def test_on_with_app_that_returns_without_answering_fails() -> None:
+async def test_on_with_app_that_returns_without_answering_fails_before_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             await respond(send)
@@ -343,6 +347,8 @@ async def test_on_with_app_that_returns_without_answering_fails() -> None:
         async with trio.open_nursery() as nursery:
             with pytest.raises(LifespanFailure, match="lifespan"):
                 await nursery.start(partial(trioserve.serve, app, config))
+    # No listener was ever reported.
+    assert not any("Serving on" in r.getMessage() for r in caplog.records)
 
 
 async def test_on_with_lifespan_app_serves_normally() -> None:

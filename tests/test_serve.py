@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -86,9 +87,23 @@ def local_config(**changes: Any) -> Config:
     return Config(bind=["127.0.0.1:0"], **changes)
 
 
+_opened: list[TestConnection] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_client_connections() -> AsyncIterator[None]:
+    """Close whatever client connection a test left open (a failing one, say), so
+    that its socket cannot raise ResourceWarning in some later test."""
+    yield
+    while _opened:
+        await _opened.pop().aclose()
+
+
 async def connect(port: int) -> TestConnection:
     """A raw keep-alive HTTP/1.1 connection (h11 client) over a real socket."""
-    return TestConnection(await trio.open_tcp_stream("127.0.0.1", port))
+    conn = TestConnection(await trio.open_tcp_stream("127.0.0.1", port))
+    _opened.append(conn)
+    return conn
 
 
 async def assert_refused(port: int) -> None:

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import importlib.util
+import inspect
 import math
-from collections.abc import Callable, Iterable
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from ._errors import ConfigError
+from ._errors import ConfigError, ConfigWarning
 
-__all__ = ["Config"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - version-dependent import
+    import tomli as tomllib
+
+__all__ = ["Config", "load_config"]
 
 LifespanMode = Literal["auto", "on", "off"]
 DisconnectPolicy = Literal["safe", "always", "never"]
@@ -51,6 +62,54 @@ def _non_negative_int(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key} must be an integer >= 0, got {_describe(value)}")
     return value
+
+
+def _optional_str(key: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {_describe(value)}")
+    return value
+
+
+def _str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {_describe(value)}")
+    return value
+
+
+def _umask(key: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise ConfigError(f"{key} must be an octal mask like 0o022, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ConfigError(f"{key} must be a mask in 0..0o777, got {_describe(value)}")
+    return value
+
+
+def _headers(key: str, value: object) -> tuple[tuple[str, str], ...]:
+    items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    pairs = []
+    try:
+        for item in items:
+            if isinstance(item, str):
+                name, sep, header_value = item.partition(":")
+                if not sep:
+                    raise ValueError
+                item = (name, header_value)
+            name, header_value = item  # type: ignore[misc]
+            if not isinstance(name, str) or not isinstance(header_value, str):
+                raise ValueError
+            name = name.strip().lower()
+            header_value = header_value.strip()
+            if not name or any(c in name + header_value for c in "\r\n\0") or " " in name:
+                raise ValueError
+            pairs.append((name, header_value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a list of 'name:value' strings, got {value!r}") from None
+    return tuple(pairs)
 
 
 def _bool(key: str, value: object) -> bool:
@@ -221,6 +280,92 @@ class Config:
     include_date_header: bool = _key(
         True, "Add ``date`` to responses that do not set their own.", _bool, hypercorn=True
     )
+    headers: tuple[tuple[str, str], ...] = _key(
+        (),
+        "Extra headers added to every response (``name:value`` strings), e.g. "
+        "``['x-served-by:web-1']``.",
+        _headers,
+        hypercorn=False,
+    )
+    certfile: str | None = _key(
+        None,
+        "Path of the PEM certificate chain; with ``keyfile``, every TCP bind serves HTTPS.",
+        _optional_str,
+        hypercorn=True,
+    )
+    keyfile: str | None = _key(None, "Path of the PEM private key.", _optional_str, hypercorn=True)
+    keyfile_password: str | None = _key(
+        None, "Password of an encrypted ``keyfile``.", _optional_str, hypercorn=True
+    )
+    ca_certs: str | None = _key(
+        None,
+        "PEM file of CA certificates used to verify client certificates.",
+        _optional_str,
+        hypercorn=True,
+    )
+    ciphers: str = _key(
+        "ECDHE+AESGCM:ECDHE+CHACHA20",
+        "OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).",
+        _str,
+        hypercorn=True,
+    )
+    verify_mode: str | None = _key(
+        None,
+        "Client certificates: ``CERT_NONE``, ``CERT_OPTIONAL`` or ``CERT_REQUIRED`` "
+        "(``None``: ``CERT_REQUIRED`` if ``ca_certs`` is set, else ``CERT_NONE``).",
+        lambda key, value: (
+            None
+            if value is None
+            else _choice("CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED")(key, value)
+        ),
+        hypercorn=True,
+    )
+    ssl_handshake_timeout: float = _key(
+        10.0,
+        "Seconds a client may take to complete the TLS handshake; then it is dropped.",
+        _seconds,
+        hypercorn=True,
+    )
+    umask: int | None = _key(
+        None,
+        "Permission mask applied to ``unix:`` sockets when they are created "
+        "(e.g. ``0o007``). ``None``: the process umask.",
+        _umask,
+        hypercorn=True,
+    )
+    accesslog: str | None = _key(
+        None,
+        "Where the access log goes: a file path, ``-`` for stdout, ``None`` for off.",
+        _optional_str,
+        hypercorn=True,
+    )
+    errorlog: str | None = _key(
+        "-",
+        "Where the error log goes: a file path, ``-`` for stderr, ``None`` for off.",
+        _optional_str,
+        hypercorn=True,
+    )
+    access_log_format: str = _key(
+        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s',
+        "Access log line format, with Hypercorn's atoms (the default is the common log format).",
+        _str,
+        hypercorn=True,
+    )
+    loglevel: str = _key(
+        "INFO",
+        "Level of the error log: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        lambda key, value: _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")(
+            key, value.upper() if isinstance(value, str) else value
+        ),
+        hypercorn=True,
+    )
+    logconfig: str | None = _key(
+        None,
+        "A logging configuration file: ``.json`` or ``.toml`` (dictConfig) or ``.ini`` "
+        "(fileConfig). Applied after the settings above.",
+        _optional_str,
+        hypercorn=True,
+    )
     lifespan: LifespanMode = _key(
         "auto",
         "``auto``: run lifespan if the app supports it; ``on``: the app must support "
@@ -258,6 +403,42 @@ class Config:
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))
 
 
+#: Hypercorn settings trioserve does not implement: a config file that sets them
+#: gets a ConfigWarning naming each, and they are ignored.
+HYPERCORN_ONLY_KEYS = frozenset(
+    {
+        "alpn_protocols",
+        "alt_svc_headers",
+        "application_path",
+        "debug",
+        "dogstatsd_tags",
+        "group",
+        "h11_pass_raw_headers",
+        "h2_max_concurrent_streams",
+        "h2_max_header_list_size",
+        "h2_max_inbound_frame_size",
+        "insecure_bind",
+        "keep_alive_max_requests",
+        "logconfig_dict",
+        "logger_class",
+        "max_app_queue_size",
+        "pid_path",
+        "quic_bind",
+        "server_names",
+        "statsd_host",
+        "statsd_prefix",
+        "use_reloader",
+        "user",
+        "verify_flags",
+        "websocket_max_message_size",
+        "websocket_ping_interval",
+        "worker_class",
+        "workers",
+        "wsgi_max_body_size",
+    }
+)
+
+
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, _FIELD_NAMES, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -288,4 +469,108 @@ def reference_markdown() -> str:
         origin = "Hypercorn" if field.metadata["hypercorn"] else "trioserve"
         doc = " ".join(field.metadata["doc"].split()).replace("``", "`")
         lines.append(f"| `{field.name}` | `{default!r}` | {origin} | {doc} |")
+    lines += [
+        "",
+        "## Hypercorn settings trioserve ignores",
+        "",
+        "A configuration file that sets one of these gets a `ConfigWarning` naming it,",
+        "and the setting is ignored:",
+        "",
+        ", ".join(f"`{key}`" for key in sorted(HYPERCORN_ONLY_KEYS)) + ".",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> Config:
+    """Make a :class:`Config` from ``{key: value}``, Hypercorn-style.
+
+    A key Hypercorn knows but trioserve does not implement gives a
+    :class:`~trioserve.ConfigWarning` and is ignored; any other unknown key is a
+    :class:`~trioserve.ConfigError` with a did-you-mean hint.
+    """
+    keys: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _FIELD_NAMES:
+            keys[key] = value
+        elif key in HYPERCORN_ONLY_KEYS:
+            warnings.warn(
+                f"{source}: Hypercorn setting {key!r} is not supported by trioserve; ignored",
+                ConfigWarning,
+                stacklevel=2,
+            )
+        else:
+            raise ConfigError(f"{source}: unknown configuration key {key!r}{_suggest(key)}")
+    try:
+        return Config(**keys)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _settings_of(obj: object) -> dict[str, Any]:
+    # A Python config is the object's lower-case public attributes; imported
+    # modules, functions and classes are the file's tools, not settings.
+    return {
+        name: value
+        for name, value in vars(obj).items()
+        if not name.startswith("_")
+        and name.islower()
+        and not isinstance(value, types.ModuleType)
+        and not inspect.isroutine(value)
+        and not inspect.isclass(value)
+    }
+
+
+def load_config(source: str) -> Config:
+    """Load a configuration the way Hypercorn's ``--config`` does.
+
+    Args:
+      source: a TOML file path; ``python:module.attr`` (or ``python:module``), an
+          object or module whose attributes are keys; or ``file:path/to/cfg.py``,
+          a Python file whose module-level names are keys.
+
+    Raises:
+      ConfigError: the source cannot be read, or a key or value is wrong. The
+          message is one line naming the source.
+    """
+    if source.startswith("python:"):
+        target = source[len("python:") :]
+        module_name, _, attr = target.rpartition(".")
+        obj: object
+        try:
+            obj = importlib.import_module(target)
+        except ImportError:
+            if not module_name:
+                raise ConfigError(f"{source}: module {target!r} not found") from None
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise ConfigError(f"{source}: cannot import {module_name!r}: {exc}") from None
+            try:
+                obj = getattr(module, attr)
+            except AttributeError:
+                raise ConfigError(f"{source}: {module_name!r} has no attribute {attr!r}") from None
+        settings = obj if isinstance(obj, Mapping) else _settings_of(obj)
+        return config_from_mapping(settings, source=source)
+    if source.startswith("file:"):
+        path = source[len("file:") :]
+        spec = importlib.util.spec_from_file_location("_trioserve_config", path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"{source}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: file not found") from None
+        except Exception as exc:
+            raise ConfigError(f"{source}: {type(exc).__name__}: {exc}") from None
+        return config_from_mapping(_settings_of(module), source=source)
+    try:
+        with open(source, "rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return config_from_mapping(data, source=source)

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from ._logging import AccessLogger
 from .protocol._asgi import (
     ASGI_VERSION,
     ResponseState,
@@ -143,6 +144,12 @@ class ServerState:
         self.requests_started = 0
         self.shutting_down = False
         self.dates = _DateCache()
+        #: Headers added to every response: ``server`` (unless turned off), then the
+        #: configured ``headers``. ``date`` is added per response.
+        self.extra_headers: list[tuple[bytes, bytes]] = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in config.headers
+        ]
+        self.access_log = AccessLogger(config.access_log_format) if config.accesslog else None
         self.max_requests: float = math.inf
         if config.max_requests is not None:
             self.max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
@@ -154,6 +161,7 @@ class ServerState:
             headers.append(_SERVER_HEADER)
         if self.config.include_date_header:
             headers.append((b"date", self.dates.get()))
+        headers.extend(self.extra_headers)
         return headers
 
     def begin_shutdown(self) -> None:
@@ -172,6 +180,8 @@ class HTTPConnection:
       client: the peer's address for ``scope["client"]``, if known.
       sockname: the local address for ``scope["server"]``, if known.
       scheme: ``"http"`` or ``"https"``.
+      extensions: ASGI scope extensions of this connection (e.g. ``tls``), copied
+          into every request scope.
     """
 
     def __init__(
@@ -181,8 +191,10 @@ class HTTPConnection:
         client: tuple[str, int] | None,
         sockname: tuple[str, int] | None,
         scheme: str = "http",
+        extensions: dict[str, dict[str, object]] | None = None,
     ) -> None:
         self._stream = stream
+        self._extensions = extensions or {}
         self._server = server
         self._config = server.config
         self._proto = HTTP11Protocol(server.config.h11_max_incomplete_size)
@@ -343,6 +355,8 @@ class HTTPConnection:
         finally:
             self._cycle = None
             server.active_requests -= 1
+        if server.access_log is not None:
+            cycle.log_access(server.access_log)
         if not cycle.keep_alive or self._closing or self._peer_closed:
             return False
         if not self._proto.request_complete and not await self._drain_body(cycle):
@@ -367,12 +381,15 @@ class HTTPConnection:
                 drained += len(event.data)
         return False
 
-    async def _send_error(self, status: int) -> None:
-        """Answer with a response of the server's own, ending the connection."""
+    async def _send_error(self, status: int) -> bool:
+        """Answer with a response of the server's own, ending the connection; return
+        whether it was sent."""
         data = self._proto.error_response(status, self._server.default_headers())
         if data:
             with contextlib.suppress(ClientDisconnected):
                 await self.write(data, shield=True)
+                return True
+        return False
 
     async def _linger(self) -> None:
         if self._peer_closed or self._write_broken:
@@ -430,12 +447,15 @@ class _RequestCycle:
     __slots__ = (
         "_body_complete",
         "_body_error",
+        "_bytes_sent",
         "_conn",
         "_error_status",
         "_failed",
         "_head_written",
         "_headers",
         "_proto",
+        "_sent_status",
+        "_start_time",
         "_state",
         "_state_lot",
         "_status",
@@ -456,6 +476,10 @@ class _RequestCycle:
         self.scope = build_http_scope(
             head, conn._base_scope, config.root_path, conn._server.lifespan_state
         )
+        if conn._extensions:
+            self.scope["extensions"].update(
+                (name, value.copy()) for name, value in conn._extensions.items()
+            )
         policy = config.cancel_on_disconnect
         self.cancel_on_disconnect = policy == "always" or (
             policy == "safe" and self.scope["method"] in SAFE_METHODS
@@ -466,6 +490,9 @@ class _RequestCycle:
         self._head_written = False
         self._body_complete = False
         self._body_error = False
+        self._bytes_sent = 0
+        self._sent_status: int | None = None
+        self._start_time = time.perf_counter() if conn._server.access_log else 0.0
         self._error_status = 500
         self._failed = False
         self._state_lot = trio.lowlevel.ParkingLot()
@@ -518,10 +545,10 @@ class _RequestCycle:
             return
         if not (self._failed or self._body_error):
             error_logger.error("ASGI callable returned without completing the response")
-        if not self._head_written:
-            # Nothing of the app's response reached the wire, so the client can still
-            # get a whole, honest answer.
-            await conn._send_error(self._error_status)
+        if not self._head_written and await conn._send_error(self._error_status):
+            # Nothing of the app's response reached the wire, so the client could
+            # still get a whole, honest answer.
+            self._sent_status = self._error_status
 
     def _app_failed(self, exc: BaseException) -> None:
         if _only_disconnects(exc) or (self.disconnected and isinstance(exc, OSError)):
@@ -530,6 +557,19 @@ class _RequestCycle:
             return
         self._failed = True
         error_logger.error("Exception in ASGI application", exc_info=exc)
+
+    def log_access(self, access_log: AccessLogger) -> None:
+        """Write this request's access log line."""
+        status = self._sent_status
+        if status is None and self.disconnected:
+            status = 499  # nginx's "client closed request": nothing was sent
+        access_log.log(
+            self.scope,
+            status,
+            self._headers if self._head_written else (),
+            self._bytes_sent,
+            time.perf_counter() - self._start_time,
+        )
 
     def _describe(self) -> str:
         return f"{self.scope['method']} {self.scope['path']}"
@@ -647,6 +687,7 @@ class _RequestCycle:
                 raise
             # Whatever happens to this task, the head goes out whole or not at all.
             self._head_written = True
+            self._sent_status = self._status
             await conn.write(data, shield=True)
         else:
             data = proto.response_body(body)
@@ -654,6 +695,7 @@ class _RequestCycle:
                 data += proto.response_end()
             if data:
                 await conn.write(data, shield=False)
+        self._bytes_sent += len(body)
         if not more_body:
             self._state = ResponseState.DONE
             self._state_lot.unpark_all()
@@ -674,6 +716,7 @@ class _RequestCycle:
                 headers.append(_SERVER_HEADER)
             if include_date:
                 headers.append((b"date", conn._server.dates.get()))
+        headers.extend(conn._server.extra_headers)
         return self._proto.response_head(self._status, headers, close=conn._closing)
 
 

@@ -15,6 +15,8 @@ what happened::
     ├── LocalProtocolError   (also RuntimeError) the app broke ASGI (bad message, bad sequence)
     └── ClientDisconnected   (also OSError)     send() after the client went away (ASGI 2.5)
 
+    ConfigWarning (a UserWarning)               a Hypercorn key trioserve does not implement
+
 ``ClientDisconnected`` is an :class:`OSError` because ASGI spec 2.5 asks servers to
 raise an ``OSError`` subclass from ``send()`` on a closed connection; applications
 that already handle ``OSError`` need nothing new.
@@ -27,6 +29,7 @@ __all__ = [
     "BindError",
     "ClientDisconnected",
     "ConfigError",
+    "ConfigWarning",
     "LifespanFailure",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -43,6 +46,11 @@ class ConfigError(TrioserveError, ValueError):
 
     The message names the key, the value given and what was expected.
     """
+
+
+class ConfigWarning(UserWarning):
+    """A configuration source sets a key that Hypercorn knows but trioserve does not
+    implement; the key is ignored."""
 
 
 class BindError(TrioserveError, OSError):

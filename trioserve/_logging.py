@@ -14,13 +14,29 @@ one, or send escape sequences to the terminal of whoever reads the log.
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_ACCESS_LOG_FORMAT", "AccessLogAtoms", "AccessLogger", "escape"]
+from ._errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - version-dependent import
+    import tomli as tomllib
+
+__all__ = [
+    "DEFAULT_ACCESS_LOG_FORMAT",
+    "AccessLogAtoms",
+    "AccessLogger",
+    "configure_logging",
+    "escape",
+]
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 
@@ -147,3 +163,77 @@ class AccessLogger:
             return
         atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
         access_logger.info(self.format, atoms)
+
+
+def configure_logging(
+    *,
+    loglevel: str = "INFO",
+    errorlog: str | None = "-",
+    accesslog: str | None = None,
+    logconfig: str | None = None,
+) -> None:
+    """Set up the ``trioserve.error`` and ``trioserve.access`` loggers for the CLI.
+
+    ``-`` means stderr (error log) or stdout (access log); another string is a file
+    path, appended to; ``None`` turns that log off. ``logconfig`` then applies a
+    logging configuration file: ``.json``/``json:`` or ``.toml``/``toml:`` as a
+    :func:`logging.config.dictConfig` dict, anything else (``.ini``) with
+    :func:`logging.config.fileConfig`.
+
+    Embedding code that calls :func:`trioserve.serve` configures logging itself;
+    trioserve does not touch the root logger.
+
+    Raises:
+      ConfigError: the log config file cannot be read or is invalid.
+    """
+    formatter = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    error = logging.getLogger("trioserve.error")
+    error.setLevel(loglevel)
+    error.propagate = False
+    error.handlers.clear()
+    if errorlog is not None:
+        handler: logging.Handler = (
+            logging.StreamHandler(sys.stderr) if errorlog == "-" else logging.FileHandler(errorlog)
+        )
+        handler.setFormatter(formatter)
+        error.addHandler(handler)
+    else:
+        error.addHandler(logging.NullHandler())
+    access = logging.getLogger("trioserve.access")
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    access.handlers.clear()
+    if accesslog is not None:
+        access.addHandler(
+            logging.StreamHandler(sys.stdout)
+            if accesslog == "-"
+            else logging.FileHandler(accesslog)
+        )
+    else:
+        access.addHandler(logging.NullHandler())
+    if logconfig is not None:
+        _apply_logconfig(logconfig)
+
+
+def _apply_logconfig(spec: str) -> None:
+    kind, _, path = spec.partition(":")
+    if kind not in ("json", "toml", "ini") or not path:
+        path = spec
+        kind = os.path.splitext(spec)[1].lstrip(".").lower()
+    try:
+        if kind == "json":
+            with open(path, "rb") as file:
+                logging.config.dictConfig(json.load(file))
+        elif kind == "toml":
+            with open(path, "rb") as file:
+                logging.config.dictConfig(tomllib.load(file))
+        else:
+            if not os.path.exists(path):
+                raise FileNotFoundError(path)
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except FileNotFoundError:
+        raise ConfigError(f"logconfig {spec!r}: file not found") from None
+    except (ValueError, TypeError, KeyError, AttributeError, ImportError, OSError) as exc:
+        # json/toml decode errors are ValueErrors; dictConfig and fileConfig raise
+        # the rest for bad contents.
+        raise ConfigError(f"logconfig {spec!r}: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,5 @@
+"""``python -m trioserve``: the same as the ``trioserve`` command."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""``trioserve APP``: the command line.
+
+Flags are made from one table, one per :class:`Config` key, and each flag's
+parameter *is* the key's name. That gives the environment variables for free
+(click's ``auto_envvar_prefix``: ``--keep-alive-timeout`` reads
+``TRIOSERVE_KEEP_ALIVE_TIMEOUT``), and the help text comes from the key's own doc.
+
+Precedence: flag > environment > ``--config`` file > defaults. Every flag defaults
+to ``None`` (unset), so only what the user gave overrides the file.
+
+Exit codes: 0 after a clean shutdown; 2 for a usage or configuration error; 3 when
+the app cannot be loaded, lifespan startup fails, or a bind fails. Each error is one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from ._config import Config, load_config
+from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
+
+__all__ = ["cli", "main"]
+
+_DOCS = {
+    field.name: " ".join(field.metadata["doc"].replace("``", "").split())
+    for field in dataclasses.fields(Config)
+}
+
+# (group, flag declarations, Config key, click type, extra option settings)
+_OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
+    ("Binding", ("--bind", "-b"), "bind", str, {"multiple": True, "metavar": "ADDRESS"}),
+    ("Binding", ("--backlog",), "backlog", int, {}),
+    ("Binding", ("--umask",), "umask", str, {"metavar": "OCTAL"}),
+    ("TLS", ("--certfile",), "certfile", click.Path(dir_okay=False), {}),
+    ("TLS", ("--keyfile",), "keyfile", click.Path(dir_okay=False), {}),
+    ("TLS", ("--keyfile-password",), "keyfile_password", str, {}),
+    ("TLS", ("--ca-certs",), "ca_certs", click.Path(dir_okay=False), {}),
+    ("TLS", ("--ciphers",), "ciphers", str, {}),
+    (
+        "TLS",
+        ("--verify-mode",),
+        "verify_mode",
+        click.Choice(["CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED"]),
+        {},
+    ),
+    ("TLS", ("--ssl-handshake-timeout",), "ssl_handshake_timeout", float, {}),
+    ("Timeouts", ("--keep-alive-timeout",), "keep_alive_timeout", float, {}),
+    ("Timeouts", ("--header-timeout",), "header_timeout", float, {}),
+    ("Timeouts", ("--read-timeout",), "read_timeout", float, {}),
+    ("Timeouts", ("--write-timeout",), "write_timeout", float, {}),
+    ("Timeouts", ("--graceful-timeout",), "graceful_timeout", float, {}),
+    ("Timeouts", ("--startup-timeout",), "startup_timeout", float, {}),
+    ("Timeouts", ("--shutdown-timeout",), "shutdown_timeout", float, {}),
+    ("Limits", ("--limit-concurrency",), "limit_concurrency", int, {}),
+    ("Limits", ("--max-requests",), "max_requests", int, {}),
+    ("Limits", ("--max-requests-jitter",), "max_requests_jitter", int, {}),
+    ("Limits", ("--h11-max-incomplete-size",), "h11_max_incomplete_size", int, {}),
+    ("Application", ("--root-path",), "root_path", str, {}),
+    ("Application", ("--lifespan",), "lifespan", click.Choice(["auto", "on", "off"]), {}),
+    (
+        "Application",
+        ("--cancel-on-disconnect",),
+        "cancel_on_disconnect",
+        click.Choice(["safe", "always", "never"]),
+        {},
+    ),
+    (
+        "Application",
+        ("--header",),
+        "headers",
+        str,
+        {"multiple": True, "metavar": "NAME:VALUE"},
+    ),
+    (
+        "Application",
+        ("--server-header/--no-server-header",),
+        "include_server_header",
+        bool,
+        {},
+    ),
+    ("Application", ("--date-header/--no-date-header",), "include_date_header", bool, {}),
+    (
+        "Logging",
+        ("--log-level",),
+        "loglevel",
+        click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+        {},
+    ),
+    ("Logging", ("--access-logfile",), "accesslog", str, {"metavar": "PATH|-"}),
+    ("Logging", ("--error-logfile",), "errorlog", str, {"metavar": "PATH|-"}),
+    ("Logging", ("--access-logformat",), "access_log_format", str, {"metavar": "FORMAT"}),
+    ("Logging", ("--log-config",), "logconfig", str, {"metavar": "PATH"}),
+]
+
+_GROUP_ORDER = ["Application", "Binding", "TLS", "Timeouts", "Limits", "Logging", "Other"]
+_GROUPS: dict[str, str] = {key: group for group, _, key, _, _ in _OPTIONS}
+_GROUPS.update(
+    {
+        "factory": "Application",
+        "app_dir": "Application",
+        "host": "Binding",
+        "port": "Binding",
+        "uds": "Binding",
+        "fd": "Binding",
+        "config_source": "Other",
+        "version": "Other",
+        "help": "Other",
+    }
+)
+
+
+class _GroupedCommand(click.Command):
+    """A command whose ``--help`` lists options under headings."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {group: [] for group in _GROUP_ORDER}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[_GROUPS.get(param.name or "", "Other")].append(record)
+        for group in _GROUP_ORDER:
+            if rows[group]:
+                with formatter.section(f"{group} options"):
+                    formatter.write_dl(rows[group])
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _build_config(
+    config_source: str | None,
+    host: str | None,
+    port: int | None,
+    uds: str | None,
+    fd: int | None,
+    keys: dict[str, Any],
+) -> Config:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(config_source) if config_source else Config()
+    for warning in caught:
+        click.echo(f"Warning: {warning.message}", err=True)
+    overrides = {key: value for key, value in keys.items() if value is not None and value != ()}
+    binds = list(overrides.pop("bind", ()))
+    if host is not None or port is not None:
+        bind_host = host if host is not None else "127.0.0.1"
+        if ":" in bind_host and not bind_host.startswith("["):
+            bind_host = f"[{bind_host}]"
+        binds.append(f"{bind_host}:{port if port is not None else 8000}")
+    if uds is not None:
+        binds.append(f"unix:{uds}")
+    if fd is not None:
+        binds.append(f"fd://{fd}")
+    if binds:
+        overrides["bind"] = binds
+    if "umask" in overrides:
+        overrides["umask"] = str(overrides["umask"])
+    return config.replace(**overrides)
+
+
+def _command(function: Any) -> click.Command:
+    for _, declarations, key, click_type, extra in reversed(_OPTIONS):
+        if click_type is bool:
+            function = click.option(*declarations, key, default=None, help=_DOCS[key])(function)
+        else:
+            function = click.option(
+                *declarations, key, type=click_type, default=None, help=_DOCS[key], **extra
+            )(function)
+    return function  # type: ignore[no-any-return]
+
+
+@click.command(
+    cls=_GroupedCommand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("app")
+@click.option(
+    "--config",
+    "-c",
+    "config_source",
+    metavar="SOURCE",
+    help="Configuration: a TOML file, 'python:module.attr' or 'file:path/to/config.py' "
+    "(Hypercorn's formats and key names). Flags and TRIOSERVE_* variables override it.",
+)
+@click.option(
+    "--factory",
+    is_flag=True,
+    default=False,
+    help="APP names a factory: call it with no arguments to get the app.",
+)
+@click.option(
+    "--app-dir",
+    default=".",
+    show_default=True,
+    help="Directory put first on sys.path before APP is imported.",
+)
+@click.option("--host", help="Shorthand (as in uvicorn): bind HOST:PORT. Default 127.0.0.1.")
+@click.option("--port", type=int, help="Shorthand (as in uvicorn): bind HOST:PORT. Default 8000.")
+@click.option("--uds", metavar="PATH", help="Shorthand: bind unix:PATH.")
+@click.option("--fd", type=int, help="Shorthand: bind fd://FD, an inherited listening socket.")
+@click.version_option(package_name="trioserve", message="trioserve %(version)s")
+@_command
+def cli(
+    app: str,
+    config_source: str | None,
+    factory: bool,
+    app_dir: str,
+    host: str | None,
+    port: int | None,
+    uds: str | None,
+    fd: int | None,
+    **keys: Any,
+) -> None:
+    """Serve the ASGI application APP ('module:attribute').
+
+    Examples: trioserve myapp:app --bind 0.0.0.0:8000; trioserve -c hypercorn.toml
+    myapp:app; trioserve --factory myapp:create_app.
+    """
+    try:
+        config = _build_config(config_source, host, port, uds, fd, keys)
+        from ._logging import configure_logging
+
+        configure_logging(
+            loglevel=config.loglevel,
+            errorlog=config.errorlog,
+            accesslog=config.accesslog,
+            logconfig=config.logconfig,
+        )
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    # Imported here so that `--help` and config errors stay fast.
+    import trio
+
+    from ._app_loader import load_app
+    from ._serve import serve
+
+    try:
+        asgi_app = load_app(app, factory=factory, app_dir=app_dir)
+    except AppLoadError as exc:
+        _fail(str(exc), 3)
+    try:
+        trio.run(serve, asgi_app, config)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except (AppLoadError, LifespanFailure, BindError) as exc:
+        _fail(str(exc), 3)
+    except KeyboardInterrupt:
+        # A second Ctrl+C during the graceful period: the user wants out now.
+        sys.exit(130)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``trioserve`` command (``python -m trioserve`` too)."""
+    cli.main(args=argv, prog_name="trioserve", auto_envvar_prefix="TRIOSERVE")
