@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 import sys
 from typing import Any, cast
 
@@ -34,8 +35,11 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
     attr_path = attr_path or "app"
     if not module_name or not all(part.isidentifier() for part in attr_path.split(".")):
         raise AppLoadError(f"invalid app {spec!r}: expected 'module:attribute'")
-    if app_dir is not None and app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
+    if app_dir is not None:
+        # Absolute: Python caches the finder of "." for the directory current then.
+        app_dir = os.path.abspath(app_dir)
+        if app_dir not in sys.path:
+            sys.path.insert(0, app_dir)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

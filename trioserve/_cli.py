@@ -16,6 +16,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -122,6 +123,8 @@ class _GroupedCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows: dict[str, list[tuple[str, str]]] = {group: [] for group in _GROUP_ORDER}
         for param in self.get_params(ctx):
+            if not isinstance(param, click.Option):
+                continue
             record = param.get_help_record(ctx)
             if record is not None:
                 rows[_GROUPS.get(param.name or "", "Other")].append(record)
@@ -225,6 +228,11 @@ def cli(
     Examples: trioserve myapp:app --bind 0.0.0.0:8000; trioserve -c hypercorn.toml
     myapp:app; trioserve --factory myapp:create_app.
     """
+    # Before the config too: a `python:` config may live next to the app. Absolute,
+    # because Python caches the finder of "." for the directory current at the time.
+    app_dir = os.path.abspath(app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
     try:
         config = _build_config(config_source, host, port, uds, fd, keys)
         from ._logging import configure_logging

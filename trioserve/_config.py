@@ -244,6 +244,32 @@ class Config:
         _positive_int,
         hypercorn=True,
     )
+    max_target_length: int = _key(
+        8 * 1024,
+        "Longest request target (path and query) in bytes; a longer one is answered 414.",
+        _positive_int,
+        hypercorn=False,
+    )
+    max_header_count: int = _key(
+        100,
+        "Most header fields in a request head; more are answered 431.",
+        _positive_int,
+        hypercorn=False,
+    )
+    max_body_size: int | None = _key(
+        None,
+        "Largest request body in bytes, or ``None`` for no limit. A larger declared "
+        "``content-length`` is answered 413 before the app runs; a chunked body that "
+        "grows past it ends with 413 and the app sees ``http.disconnect``.",
+        _optional_positive_int,
+        hypercorn=False,
+    )
+    allow_connect: bool = _key(
+        False,
+        "Pass ``CONNECT`` requests to the app; by default they are answered 501.",
+        _bool,
+        hypercorn=False,
+    )
     limit_concurrency: int | None = _key(
         None,
         "Most requests served at once; one more gets an immediate 503. Idle "
@@ -316,7 +342,10 @@ class Config:
         lambda key, value: (
             None
             if value is None
-            else _choice("CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED")(key, value)
+            # ssl.VerifyMode from a Python config: taken by name (no ssl import here).
+            else _choice("CERT_NONE", "CERT_OPTIONAL", "CERT_REQUIRED")(
+                key, getattr(value, "name", value)
+            )
         ),
         hypercorn=True,
     )
@@ -517,7 +546,24 @@ def _settings_of(obj: object) -> dict[str, Any]:
         and not isinstance(value, types.ModuleType)
         and not inspect.isroutine(value)
         and not inspect.isclass(value)
+        and type(value).__module__ != "__future__"
     }
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _import(name: str, source: str) -> types.ModuleType:
+    """Import ``name``; raise _NotFound only if ``name`` itself does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise _NotFound from None
+        raise ConfigError(f"{source}: importing {name!r} failed: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"{source}: {type(exc).__name__}: {exc}") from None
 
 
 def load_config(source: str) -> Config:
@@ -537,14 +583,14 @@ def load_config(source: str) -> Config:
         module_name, _, attr = target.rpartition(".")
         obj: object
         try:
-            obj = importlib.import_module(target)
-        except ImportError:
+            obj = _import(target, source)
+        except _NotFound:
             if not module_name:
                 raise ConfigError(f"{source}: module {target!r} not found") from None
             try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise ConfigError(f"{source}: cannot import {module_name!r}: {exc}") from None
+                module = _import(module_name, source)
+            except _NotFound:
+                raise ConfigError(f"{source}: module {module_name!r} not found") from None
             try:
                 obj = getattr(module, attr)
             except AttributeError:

@@ -69,7 +69,7 @@ from .protocol._asgi import (
     check_response_start,
 )
 from .protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
-from .protocol._http11 import HTTP11Protocol
+from .protocol._http11 import HTTP11Protocol, error_body
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup
@@ -381,15 +381,15 @@ class HTTPConnection:
                 drained += len(event.data)
         return False
 
-    async def _send_error(self, status: int) -> bool:
+    async def _send_error(self, status: int) -> int | None:
         """Answer with a response of the server's own, ending the connection; return
-        whether it was sent."""
+        the size of its body if it was sent."""
         data = self._proto.error_response(status, self._server.default_headers())
         if data:
             with contextlib.suppress(ClientDisconnected):
                 await self.write(data, shield=True)
-                return True
-        return False
+                return len(error_body(status))
+        return None
 
     async def _linger(self) -> None:
         if self._peer_closed or self._write_broken:
@@ -545,10 +545,13 @@ class _RequestCycle:
             return
         if not (self._failed or self._body_error):
             error_logger.error("ASGI callable returned without completing the response")
-        if not self._head_written and await conn._send_error(self._error_status):
-            # Nothing of the app's response reached the wire, so the client could
-            # still get a whole, honest answer.
-            self._sent_status = self._error_status
+        if not self._head_written:
+            # Nothing of the app's response reached the wire, so the client can still
+            # get a whole, honest answer.
+            sent = await conn._send_error(self._error_status)
+            if sent is not None:
+                self._sent_status = self._error_status
+                self._bytes_sent = sent
 
     def _app_failed(self, exc: BaseException) -> None:
         if _only_disconnects(exc) or (self.disconnected and isinstance(exc, OSError)):

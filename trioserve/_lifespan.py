@@ -119,7 +119,7 @@ class Lifespan:
             if rest is not None:
                 raise rest from None
         else:
-            if self._phase == "startup":
+            if self._phase == "startup" and not self._answered.is_set():
                 # Returned without a word: it does not speak lifespan.
                 self._not_supported("the app returned before answering lifespan.startup")
         finally:
@@ -162,7 +162,7 @@ class Lifespan:
                 self._phase = "serving"
             self._answered.set()
         elif kind == expected + "failed":
-            self._failure = str(message.get("message", "")) or f"{kind} (no message)"
+            self._failure = f"{kind}: {message.get('message') or '(no message)'}"
             self._answered.set()
         else:
             raise LocalProtocolError(

@@ -14,6 +14,7 @@ one, or send escape sequences to the terminal of whoever reads the log.
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
@@ -221,19 +222,30 @@ def _apply_logconfig(spec: str) -> None:
         path = spec
         kind = os.path.splitext(spec)[1].lstrip(".").lower()
     try:
-        if kind == "json":
+        if kind in ("json", "toml"):
             with open(path, "rb") as file:
-                logging.config.dictConfig(json.load(file))
-        elif kind == "toml":
-            with open(path, "rb") as file:
-                logging.config.dictConfig(tomllib.load(file))
+                data = json.load(file) if kind == "json" else tomllib.load(file)
+            # As for .ini files: a config that does not say so must not silence the
+            # loggers set up above (dictConfig's default would disable them).
+            data.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(data)
         else:
             if not os.path.exists(path):
                 raise FileNotFoundError(path)
             logging.config.fileConfig(path, disable_existing_loggers=False)
     except FileNotFoundError:
         raise ConfigError(f"logconfig {spec!r}: file not found") from None
-    except (ValueError, TypeError, KeyError, AttributeError, ImportError, OSError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        ImportError,
+        OSError,
+        RuntimeError,
+        configparser.Error,
+    ) as exc:
         # json/toml decode errors are ValueErrors; dictConfig and fileConfig raise
-        # the rest for bad contents.
-        raise ConfigError(f"logconfig {spec!r}: {type(exc).__name__}: {exc}") from None
+        # the rest for bad contents (fileConfig: RuntimeError, configparser errors).
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"logconfig {spec!r}: {type(exc).__name__}: {message}") from None

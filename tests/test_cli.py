@@ -1,0 +1,605 @@
+"""The ``trioserve`` command, driven as a user drives it.
+
+Parsing and messages go through click's ``CliRunner`` (``--help`` grouped and
+listing every flag of the issue, ``--version``, usage errors, configuration errors
+from flags, ``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys
+warned about, and every way an app fails to load): each error path asserts the
+exit code (2 usage/config, 3 app load), the one ``Error:`` line and that no
+traceback is printed.
+
+Serving, signals and exit codes run the real command in a subprocess
+(``python -m trioserve``, port 0, the address read from the ``Serving on`` log
+line): a request answered (ASGI 3, ASGI 2, ``--factory`` with ``--app-dir``),
+SIGINT and SIGTERM ending with exit 0, the access log line on stdout, the
+precedence flag > environment > config file > default seen in the responses, and
+exit 3 with one line for a failing lifespan startup and for an address in use.
+Every wait on a subprocess is bounded by ``trio.fail_after``; the processes are
+killed in ``finally`` if still running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from click.testing import CliRunner, Result
+
+import trioserve
+from trioserve._cli import cli
+
+APPS_DIR = Path(__file__).parent / "fixtures" / "apps"
+CONFIG_DIR = Path(__file__).parent / "fixtures" / "config"
+SERVING = r"Serving on (http://127\.0\.0\.1:(\d+))"
+#: The CliRunner tests run the command inside this process. Those that expect it to
+#: stop before serving name this app, which does not exist: should the check they
+#: expect ever pass, the command stops at loading the app (exit 3) instead of
+#: serving forever in the test process.
+UNSERVED_APP = "fx_not_loaded:app"
+CLF_TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
+
+#: The flags issue 3 names, each of which --help must list.
+ISSUE_FLAGS = [
+    "--bind",
+    "-b",
+    "--config",
+    "-c",
+    "--keep-alive-timeout",
+    "--graceful-timeout",
+    "--header-timeout",
+    "--read-timeout",
+    "--limit-concurrency",
+    "--max-requests",
+    "--max-requests-jitter",
+    "--root-path",
+    "--lifespan",
+    "--cancel-on-disconnect",
+    "--log-level",
+    "--access-logfile",
+    "--error-logfile",
+    "--access-logformat",
+    "--log-config",
+    "--no-server-header",
+    "--no-date-header",
+    "--header",
+    "--h11-max-incomplete-size",
+    "--backlog",
+    "--version",
+    "--factory",
+    "--app-dir",
+    "--host",
+    "--port",
+    "--uds",
+    "--fd",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command configures the trioserve loggers, puts --app-dir on sys.path and
+    imports the app; the test process must come out of each test as it went in.
+    TRIOSERVE_* variables of the outer environment must not leak in either."""
+    for name in list(os.environ):
+        if name.startswith("TRIOSERVE_"):
+            monkeypatch.delenv(name)
+    saved_loggers = {}
+    for name in ("", "trioserve.error", "trioserve.access"):
+        logger = logging.getLogger(name)
+        saved_loggers[name] = (list(logger.handlers), logger.level, logger.propagate)
+    saved_path = list(sys.path)
+    saved_modules = set(sys.modules)
+    yield
+    for name, (handlers, level, propagate) in saved_loggers.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+    sys.path[:] = saved_path
+    for name in set(sys.modules) - saved_modules:
+        if name.startswith("fx_") or name in {"raises_inside", "with_helpers"}:
+            del sys.modules[name]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    runner = CliRunner()
+    return runner.invoke(
+        cli, list(args), auto_envvar_prefix="TRIOSERVE", env=env or {}, prog_name="trioserve"
+    )
+
+
+def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
+    """trioserve's own errors: the exit code, and stderr is one ``Error:`` line
+    (after any ``Warning:`` lines) containing ``fragments``; nothing on stdout."""
+    assert result.exit_code == code, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("Warning: ")]
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.startswith("Error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+def assert_usage_error(result: Result, *fragments: str) -> str:
+    """click's usage errors: exit 2, usage hint, and one ``Error:`` line."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("Usage: trioserve [OPTIONS] APP")
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+# -- help and version -----------------------------------------------------------------
+
+
+def help_sections() -> dict[str, str]:
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    sections: dict[str, str] = {}
+    current = "usage"
+    for line in result.stdout.splitlines():
+        if line.endswith(" options:") and not line.startswith(" "):
+            current = line[: -len(" options:")]
+            sections[current] = ""
+        elif current != "usage":
+            sections[current] += line + "\n"
+    return sections
+
+
+def test_help_lists_option_groups_and_every_flag_of_the_issue() -> None:
+    sections = help_sections()
+    assert list(sections) == [
+        "Application",
+        "Binding",
+        "TLS",
+        "Timeouts",
+        "Limits",
+        "Logging",
+        "Other",
+    ]
+    listed = "".join(sections.values())
+    for flag in ISSUE_FLAGS:
+        assert re.search(rf"(^|[\s,/]){re.escape(flag)}\b", listed), flag
+    # Each flag sits in the group its key belongs to.
+    assert "--bind" in sections["Binding"]
+    assert "--uds" in sections["Binding"]
+    assert "--keep-alive-timeout" in sections["Timeouts"]
+    assert "--limit-concurrency" in sections["Limits"]
+    assert "--access-logformat" in sections["Logging"]
+    assert "--factory" in sections["Application"]
+    assert "--header NAME:VALUE" in sections["Application"]
+
+
+def test_help_does_not_list_the_app_argument_as_an_option() -> None:
+    """APP is the positional argument, shown in the usage line; a row "APP" with no
+    text under "Other options" reads as an option that does not exist."""
+    other_rows = [line.split()[0] for line in help_sections()["Other"].splitlines() if line.strip()]
+    assert other_rows[0] == "-c,"  # the rows are there ...
+    assert "APP" not in other_rows  # ... but APP is not one of them
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"trioserve {version('trioserve')}\n"
+    assert trioserve.__version__ == version("trioserve")
+
+
+# -- usage errors (click) ---------------------------------------------------------------
+
+
+def test_missing_app_is_a_usage_error() -> None:
+    assert_usage_error(invoke(), "Missing argument 'APP'")
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    """--workers is Hypercorn's; trioserve has no such flag."""
+    assert_usage_error(invoke(UNSERVED_APP, "--workers", "4"), "No such option", "--workers")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [
+        (["--keep-alive-timeout", "soon"], {}, ["'--keep-alive-timeout'", "'soon'"]),
+        ([], {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "soon"}, ["'--keep-alive-timeout'", "'soon'"]),
+        (["--lifespan", "sometimes"], {}, ["'--lifespan'", "'sometimes'"]),
+        ([], {"TRIOSERVE_CANCEL_ON_DISCONNECT": "maybe"}, ["'--cancel-on-disconnect'", "'maybe'"]),
+        (["--port", "eighty"], {}, ["'--port'", "'eighty'"]),
+    ],
+)
+def test_badly_typed_flag_or_variable_is_a_usage_error(
+    args: list[str], env: dict[str, str], fragments: list[str]
+) -> None:
+    assert_usage_error(invoke(UNSERVED_APP, *args, env=env), *fragments)
+
+
+# -- configuration errors: exit 2, one line ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [
+        (["--keep-alive-timeout", "-1"], {}, ["keep_alive_timeout must be", "-1.0"]),
+        ([], {"TRIOSERVE_BACKLOG": "0"}, ["backlog must be an integer >= 1, got 0"]),
+        ([], {"TRIOSERVE_ROOT_PATH": "api/"}, ["root_path", "'api/'"]),
+        (["--bind", "nonsense"], {}, ["bind 'nonsense' must be HOST:PORT"]),
+        (["--header", "no-colon-here"], {}, ["headers must be", "no-colon-here"]),
+        (["--umask", "999"], {}, ["umask", "'999'"]),
+        (
+            ["--config", "/nonexistent/trioserve.toml"],
+            {},
+            ["/nonexistent/trioserve.toml: file not found"],
+        ),
+        (
+            ["--config", "python:no_such_trioserve_config"],
+            {},
+            ["module 'no_such_trioserve_config' not found"],
+        ),
+        (["--log-config", "/nonexistent/logging.json"], {}, ["file not found"]),
+    ],
+)
+def test_configuration_error_exits_2_with_one_line(
+    args: list[str], env: dict[str, str], fragments: list[str]
+) -> None:
+    result = invoke(UNSERVED_APP, "--app-dir", str(APPS_DIR), *args, env=env)
+    assert_one_line_error(result, 2, *fragments)
+
+
+def test_misspelt_key_in_config_file_exits_2_with_suggestion(tmp_path: Path) -> None:
+    config = tmp_path / "hypercorn.toml"
+    config.write_text('bind = "127.0.0.1:0"\nkeep_alive_timout = 20\n')
+    result = invoke(UNSERVED_APP, "--config", str(config))
+    assert_one_line_error(
+        result, 2, str(config), "'keep_alive_timout'", "did you mean 'keep_alive_timeout'?"
+    )
+
+
+def test_hypercorn_only_keys_in_config_file_are_warned_once_each_and_ignored(
+    tmp_path: Path,
+) -> None:
+    """The config is used (the command goes on to load the app, which is missing
+    here, so it stops with exit 3 before serving)."""
+    config = tmp_path / "hypercorn.toml"
+    config.write_text('workers = 4\nworker_class = "trio"\nkeep_alive_timeout = 9\n')
+    result = invoke("fx_no_such_module:app", "--config", str(config), "--app-dir", str(APPS_DIR))
+    assert_one_line_error(result, 3, "module 'fx_no_such_module' not found")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 2
+    assert sum("'workers'" in line for line in warnings) == 1
+    assert sum("'worker_class'" in line for line in warnings) == 1
+
+
+def test_python_config_that_raises_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-c python:module`` whose module raises while it runs: a configuration
+    error like ``file:`` gives, not a traceback with exit 1."""
+    monkeypatch.syspath_prepend(str(CONFIG_DIR))
+    result = invoke(UNSERVED_APP, "--config", "python:raises_inside")
+    assert_one_line_error(result, 2, "python:raises_inside", "TRIOSERVE_FIXTURE_UNSET_VARIABLE")
+
+
+def test_python_config_in_the_current_directory_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``trioserve -c python:settings app:app`` run from the project directory, as
+    the app itself is found there (--app-dir defaults to "."). Through the
+    ``trioserve`` console script the current directory is not on sys.path, which
+    this test reproduces: the test process's sys.path does not hold CONFIG_DIR.
+    The config loads, so the command gets as far as the app (exit 3 for its
+    missing attribute) instead of exit 2 "module 'with_helpers' not found"."""
+    monkeypatch.chdir(CONFIG_DIR)
+    assert str(CONFIG_DIR) not in sys.path
+    result = invoke("with_helpers:app", "--config", "python:with_helpers")
+    assert_one_line_error(result, 3, "attribute 'app' not found in module 'with_helpers'")
+
+
+def test_file_config_that_raises_exits_2_with_one_line() -> None:
+    source = f"file:{CONFIG_DIR / 'raises_inside.py'}"
+    result = invoke(UNSERVED_APP, "--config", source)
+    assert_one_line_error(result, 2, source, "KeyError")
+
+
+def test_broken_ini_log_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    """A .ini that is not one: the logging module raises a multi-line error that
+    must become the one-line exit 2 of every other broken log config."""
+    log_config = tmp_path / "logging.ini"
+    log_config.write_text("this is not an ini file\n")
+    result = invoke(UNSERVED_APP, "--log-config", str(log_config))
+    assert_one_line_error(result, 2, "logging.ini")
+
+
+def test_uds_shorthand_is_currently_rejected_as_config_error(tmp_path: Path) -> None:
+    """--uds PATH means the bind unix:PATH. While Config does not accept unix:
+    binds, the command must at least fail cleanly with exit 2 and one line.
+
+    The app named does not exist, so that once unix binds land this fails fast
+    (exit 3 from the app loader) instead of serving forever inside the test
+    process; it is then to be replaced by a subprocess test serving over the
+    socket."""
+    socket_path = tmp_path / "trioserve.sock"
+    result = invoke(UNSERVED_APP, "--uds", str(socket_path))
+    assert_one_line_error(result, 2, f"unix:{socket_path}")
+
+
+# -- the app cannot be loaded: exit 3, one line --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["fx_no_such_module:app"], ["module 'fx_no_such_module' not found"]),
+        (["fx_asgi3:nope"], ["attribute 'nope' not found in module 'fx_asgi3'"]),
+        (["fx_asgi3:not_callable"], ["'fx_asgi3:not_callable' is not callable"]),
+        (
+            ["fx_import_error:app"],
+            ["error importing module 'fx_import_error'", "API_KEY is not set"],
+        ),
+        (["fx_missing_dependency:app"], ["fx_this_dependency_is_not_installed"]),
+        (["fx_wsgi:app"], ["WSGI", "a2wsgi"]),
+        (["--factory", "fx_factory:broken_factory"], ["RuntimeError: cannot reach the database"]),
+        (["fx_asgi3:not-an-identifier"], ["invalid app 'fx_asgi3:not-an-identifier'"]),
+    ],
+)
+def test_app_load_failure_exits_3_with_one_line(args: list[str], fragments: list[str]) -> None:
+    result = invoke(*args, "--app-dir", str(APPS_DIR))
+    assert_one_line_error(result, 3, *fragments)
+
+
+def test_app_dir_defaults_to_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From inside the apps directory the module is found without --app-dir: the
+    error is the missing attribute, not a missing module."""
+    monkeypatch.chdir(APPS_DIR)
+    result = invoke("fx_asgi3:nope")
+    assert_one_line_error(result, 3, "attribute 'nope' not found in module 'fx_asgi3'")
+
+
+# -- real processes ---------------------------------------------------------------------
+
+
+class Output:
+    """One pipe of a subprocess, read on demand."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
+        assert stream is not None
+        self.stream = stream
+        self.text = ""
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        while True:
+            match = re.search(pattern, self.text)
+            if match is not None:
+                return match
+            data = await self.stream.receive_some()
+            if not data:
+                raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
+            self.text += data.decode()
+
+    async def read_rest(self) -> str:
+        while data := await self.stream.receive_some():
+            self.text += data.decode()
+        return self.text
+
+
+class Command:
+    """``python -m trioserve ARGS`` running in a subprocess."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stdout = Output(process.stdout)
+        self.stderr = Output(process.stderr)
+        self.url = ""
+
+    async def wait_serving(self) -> str:
+        with trio.fail_after(5):
+            match = await self.stderr.wait_for(SERVING)
+        self.url = match.group(1)
+        return self.url
+
+    async def finish(self) -> int:
+        """Wait for the exit and read what is left of both pipes."""
+        with trio.fail_after(5):
+            await self.process.wait()
+            await self.stdout.read_rest()
+            await self.stderr.read_rest()
+        return self.process.returncode
+
+    async def stop(self) -> None:
+        """Kill the process if it still runs, close its pipes, reap it."""
+        if self.process.returncode is None:
+            self.process.kill()
+        with trio.CancelScope(shield=True):
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+            await self.process.wait()
+
+
+async def start_command(
+    *args: str, cwd: Path = APPS_DIR, env: dict[str, str] | None = None
+) -> Command:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
+    environment.update(env or {})
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioserve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(cwd),
+        env=environment,
+    )
+    return Command(process)
+
+
+async def get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        with trio.fail_after(5):
+            return await client.get(url)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+async def test_serves_a_request_logs_access_on_stdout_and_exits_0_on_sigint() -> None:
+    """The whole user path: serve, answer, log the request on stdout, and on Ctrl+C
+    shut down gracefully with exit 0 (not 130 or a KeyboardInterrupt traceback)."""
+    command = await start_command("fx_asgi3:app", "--bind", "127.0.0.1:0", "--access-logfile", "-")
+    try:
+        url = await command.wait_serving()
+        response = await get(url + "/hello?x=1")
+        assert response.status_code == 200
+        assert response.json() == {
+            "app": "asgi3",
+            "method": "GET",
+            "path": "/hello",
+            "root_path": "",
+            "lifespan": True,
+        }
+        with trio.fail_after(5):
+            match = await command.stdout.wait_for(r".*\n")
+        assert re.fullmatch(
+            rf'127\.0\.0\.1:\d+ - - {CLF_TIME} "GET /hello\?x=1 HTTP/1\.1" 200 {len(response.content)}',
+            match.group(0).rstrip("\n"),
+        ), match.group(0)
+        command.process.send_signal(signal.SIGINT)
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    assert returncode == 0, command.stderr.text
+    assert "Received SIGINT" in command.stderr.text
+    assert "Traceback" not in command.stderr.text
+    assert error_lines(command.stderr.text) == []
+
+
+async def test_serves_asgi2_app_and_exits_0_on_sigterm() -> None:
+    command = await start_command("fx_asgi2:app", "--bind", "127.0.0.1:0")
+    try:
+        url = await command.wait_serving()
+        async with httpx.AsyncClient(trust_env=False) as client:
+            with trio.fail_after(5):
+                response = await client.post(url + "/two", content=b"payload")
+        assert response.status_code == 200
+        assert response.json() == {"app": "asgi2", "path": "/two", "body": "payload"}
+        command.process.send_signal(signal.SIGTERM)
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    assert returncode == 0, command.stderr.text
+    assert "Received SIGTERM" in command.stderr.text
+    assert "Traceback" not in command.stderr.text
+
+
+async def test_factory_from_app_dir_is_served(tmp_path: Path) -> None:
+    """Run from an unrelated directory: --app-dir makes the module importable, and
+    --factory serves what create_app() returns (not create_app itself, which a
+    missing --factory would try to serve as an ASGI 2 app)."""
+    command = await start_command(
+        "--factory",
+        "fx_factory:create_app",
+        "--app-dir",
+        str(APPS_DIR),
+        "--bind",
+        "127.0.0.1:0",
+        cwd=tmp_path,
+    )
+    try:
+        url = await command.wait_serving()
+        response = await get(url + "/made")
+        assert response.status_code == 200
+        assert response.json()["app"] == "factory"
+        command.process.send_signal(signal.SIGINT)
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    assert returncode == 0, command.stderr.text
+
+
+async def test_precedence_flag_over_environment_over_file_over_default(tmp_path: Path) -> None:
+    """One server shows all four levels at once: ``headers`` is set by file, env and
+    flag (the flag's wins, alone), ``root_path`` by file and env (env wins),
+    ``include_server_header`` only by the file (the file beats the default), and
+    ``include_date_header`` by nobody (the default)."""
+    config = tmp_path / "trioserve.toml"
+    config.write_text(
+        'headers = ["x-from:file"]\nroot_path = "/file"\ninclude_server_header = false\n'
+    )
+    command = await start_command(
+        "fx_asgi3:app",
+        "--bind",
+        "127.0.0.1:0",
+        "--config",
+        str(config),
+        "--header",
+        "x-from:cli",
+        env={"TRIOSERVE_HEADERS": "x-from:env", "TRIOSERVE_ROOT_PATH": "/env"},
+    )
+    try:
+        url = await command.wait_serving()
+        response = await get(url + "/p")
+        command.process.send_signal(signal.SIGINT)
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    assert returncode == 0, command.stderr.text
+    assert response.status_code == 200
+    assert response.headers.get_list("x-from") == ["cli"]  # flag > env > file
+    assert json.loads(response.content)["root_path"] == "/env"  # env > file
+    assert "server" not in response.headers  # file > default
+    assert "date" in response.headers  # default
+
+
+async def test_lifespan_startup_failure_exits_3_with_one_line_naming_it() -> None:
+    """The app answers lifespan.startup.failed: nothing is bound, and the one error
+    line says that startup failed and why; no traceback, and no log line claiming
+    the app does not support lifespan (it answered)."""
+    command = await start_command("fx_lifespan_fails:app", "--bind", "127.0.0.1:0")
+    try:
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    stderr = command.stderr.text
+    assert returncode == 3, stderr
+    assert "Traceback" not in stderr
+    assert "Serving on" not in stderr
+    [line] = error_lines(stderr)
+    assert "cannot reach db:5432" in line
+    problems = []
+    if "startup" not in line.lower():
+        problems.append("the error line does not say that lifespan startup failed")
+    if "unsupported" in stderr:
+        problems.append("a log line claims the app does not support lifespan")
+    assert problems == [], stderr
+
+
+async def test_address_in_use_exits_3_with_one_line() -> None:
+    """The port is taken by a socket of this test; the command must say so in one
+    line, not a traceback of OSError inside an exception group."""
+    with socket.socket() as occupier:
+        occupier.bind(("127.0.0.1", 0))
+        occupier.listen()
+        port = occupier.getsockname()[1]
+        command = await start_command("fx_asgi3:app", "--bind", f"127.0.0.1:{port}")
+        try:
+            returncode = await command.finish()
+        finally:
+            await command.stop()
+    stderr = command.stderr.text
+    assert returncode == 3, stderr
+    assert "Traceback" not in stderr
+    [line] = error_lines(stderr)
+    assert f"127.0.0.1:{port}" in line
+    assert "address already in use" in line.lower()

@@ -1,0 +1,541 @@
+"""The access log and the error log: what the real server writes for real requests.
+
+Covers: the default access line is the common log format; every Hypercorn atom the
+issue lists gives the right value (request line, status, bytes sent, referer, user
+agent, durations, method, path, query, protocol, request and response headers,
+environment variables, the peer address over a real socket); the line is written
+when the response completes, with the bytes actually sent; client-controlled data
+cannot inject CR/LF, ANSI escapes, C1 controls or quotes into a line; a client
+hang-up logs 499 and an app error 500; ``accesslog=None`` writes nothing; and
+``configure_logging`` (the CLI's setup) with log files, JSON and TOML dictConfig
+files and an ``.ini`` fileConfig file, and a ``ConfigError`` for a broken one.
+
+Requests go through ``open_test_client`` (in-memory streams) or, where the client
+address matters, ``open_test_server`` with a raw socket bounded by ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import trio
+
+from trioserve import Config, ConfigError
+from trioserve._logging import configure_logging
+from trioserve.testing import open_test_client, open_test_server
+
+ACCESS = "trioserve.access"
+ERROR = "trioserve.error"
+CLF_TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
+ALL_ATOMS = [
+    "h",
+    "l",
+    "u",
+    "t",
+    "r",
+    "s",
+    "b",
+    "f",
+    "a",
+    "T",
+    "D",
+    "L",
+    "m",
+    "U",
+    "q",
+    "H",
+    "{X-Request-Id}i",
+    "{x-upstream}o",
+    "{x-absent}i",
+    "{TRIOSERVE_TEST_DEPLOY}e",
+]
+
+
+@pytest.fixture(autouse=True)
+def restore_loggers() -> Iterator[None]:
+    """configure_logging and the logconfig files change global logger state (the
+    fileConfig one even the root logger's handlers): put it back after each test."""
+    names = ["", ERROR, ACCESS]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+
+
+@pytest.fixture
+def access_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    caplog.set_level(logging.DEBUG, logger=ERROR)
+    return caplog
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == ACCESS]
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == ERROR and r.levelno >= logging.ERROR
+    ]
+
+
+def response_app(status: int = 200, body: bytes = b"", headers: list[Any] | None = None) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *([(b"content-length", b"%d" % len(body))] if body else []),
+                    *(headers or []),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def parse_atoms(line: str) -> dict[str, str]:
+    """Split a line written with the tab-separated ``atom=%(atom)s`` format."""
+    fields = dict(field.split("=", 1) for field in line.split("\t"))
+    assert list(fields) == ALL_ATOMS
+    return fields
+
+
+# -- format ---------------------------------------------------------------------------
+
+
+async def test_default_format_is_the_common_log_format(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    async with open_test_client(response_app(body=b"hello world"), Config(accesslog="-")) as client:
+        response = await client.get("/greet?name=ada")
+    assert response.body == b"hello world"
+    [line] = access_lines(access_log)
+    # host ident authuser [date] "request line" status bytes; the in-memory client
+    # has no address, hence "-".
+    assert re.fullmatch(rf'- - - {CLF_TIME} "GET /greet\?name=ada HTTP/1\.1" 200 11', line), line
+
+
+async def test_every_atom_gives_its_value(
+    access_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All the issue's atoms in one format, over a real socket so that ``h`` is the
+    real peer address; the app takes 20 ms so that the durations are measurable."""
+    monkeypatch.setenv("TRIOSERVE_TEST_DEPLOY", "blue")
+    log_format = "\t".join(f"{atom}=%({atom})s" for atom in ALL_ATOMS)
+    body = b"created!"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await trio.sleep(0.02)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [(b"content-length", b"8"), (b"X-Upstream", b"cache-hit")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    config = Config(accesslog="-", access_log_format=log_format)
+    async with open_test_server(app, config) as server:
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            client_port = stream.socket.getsockname()[1]
+            await stream.send_all(
+                b"GET /items/42?sort=asc&page=2 HTTP/1.1\r\n"
+                b"Host: example.test\r\n"
+                b"Referer: https://ref.example/page\r\n"
+                b"User-Agent: test-agent/1.0\r\n"
+                b"X-Request-Id: abc-123\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            received = b""
+            while data := await stream.receive_some():
+                received += data
+            await stream.aclose()
+    assert received.startswith(b"HTTP/1.1 201 ")
+    assert received.endswith(b"\r\n\r\n" + body)
+    [line] = access_lines(access_log)
+    atoms = parse_atoms(line)
+    assert atoms["h"] == f"127.0.0.1:{client_port}"
+    assert atoms["l"] == "-"
+    assert atoms["u"] == "-"
+    assert re.fullmatch(CLF_TIME, atoms["t"])
+    assert atoms["r"] == "GET /items/42?sort=asc&page=2 HTTP/1.1"
+    assert atoms["s"] == "201"
+    assert atoms["b"] == str(len(body))
+    assert atoms["f"] == "https://ref.example/page"
+    assert atoms["a"] == "test-agent/1.0"
+    assert atoms["m"] == "GET"
+    assert atoms["U"] == "/items/42"
+    assert atoms["q"] == "sort=asc&page=2"
+    assert atoms["H"] == "HTTP/1.1"
+    assert atoms["{X-Request-Id}i"] == "abc-123"  # header names match in any case
+    assert atoms["{x-upstream}o"] == "cache-hit"
+    assert atoms["{x-absent}i"] == "-"
+    assert atoms["{TRIOSERVE_TEST_DEPLOY}e"] == "blue"
+    # Durations: T whole seconds, D microseconds, L seconds with 6 decimals, all of
+    # the same measurement, which covers the app's 20 ms.
+    assert re.fullmatch(r"\d+", atoms["T"])
+    assert re.fullmatch(r"\d+", atoms["D"])
+    assert re.fullmatch(r"\d+\.\d{6}", atoms["L"])
+    seconds = float(atoms["L"])
+    assert int(atoms["T"]) == int(seconds)
+    assert abs(int(atoms["D"]) - seconds * 1_000_000) <= 1
+    assert 20_000 <= int(atoms["D"]) < 5_000_000
+
+
+async def test_bytes_sent_is_the_body_length_of_a_streamed_response(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """Three body messages (one empty) without content-length: chunked on the wire,
+    but ``b`` counts body bytes, not the chunk framing or the head."""
+    chunks = [b"a" * 10, b"", b"b" * 25]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with open_test_client(app, Config(accesslog="-")) as client:
+        response = await client.get("/stream")
+    assert response.header("transfer-encoding") == "chunked"
+    assert len(response.body) == 35
+    [line] = access_lines(access_log)
+    assert line.endswith('"GET /stream HTTP/1.1" 200 35')
+
+
+async def test_empty_body_logs_dash_for_bytes(access_log: pytest.LogCaptureFixture) -> None:
+    async with open_test_client(response_app(status=204), Config(accesslog="-")) as client:
+        response = await client.get("/empty")
+    assert response.status == 204
+    [line] = access_lines(access_log)
+    assert line.endswith('"GET /empty HTTP/1.1" 204 -')
+
+
+async def test_line_is_written_when_the_response_completes(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """While the body is still streaming there is no line yet; afterwards the line
+    carries every byte sent (a server logging at ``http.response.start`` would
+    write the line early, with 0 bytes)."""
+    first_part_sent = trio.Event()
+    finish = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+        first_part_sent.set()
+        await finish.wait()
+        await send({"type": "http.response.body", "body": b"y" * 50})
+
+    with trio.fail_after(5):
+        async with (
+            open_test_client(app, Config(accesslog="-")) as client,
+            trio.open_nursery() as nursery,
+        ):
+            responses = []
+
+            async def get() -> None:
+                responses.append(await client.get("/slow"))
+
+            nursery.start_soon(get)
+            await first_part_sent.wait()
+            assert access_lines(access_log) == []
+            finish.set()
+    assert len(responses[0].body) == 150
+    [line] = access_lines(access_log)
+    assert line.endswith('"GET /slow HTTP/1.1" 200 150')
+
+
+# -- no log injection ---------------------------------------------------------------
+
+
+async def test_crlf_and_ansi_escape_in_path_are_escaped(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """%0d%0a and %1b are decoded into the scope path; written raw they would end
+    the line and forge a second one, and recolour the terminal of whoever tails
+    the log."""
+    forged = '\r\n127.0.0.1 - - [01/Jan/2000:00:00:00 +0000] "GET /admin HTTP/1.1" 200 1\x1b[31m'
+    target = "/a" + quote(forged, safe="/:[]+")
+    assert "%0D%0A" in target
+    assert "%1B" in target
+    async with open_test_client(response_app(body=b"ok"), Config(accesslog="-")) as client:
+        raw = await client.raw(
+            f"GET {target} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".encode()
+        )
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    [line] = access_lines(access_log)
+    assert len(line.splitlines()) == 1
+    for char in "\r\n\x1b":
+        assert char not in line
+    assert (
+        '"GET /a\\x0d\\x0a127.0.0.1 - - [01/Jan/2000:00:00:00 +0000] '
+        '\\"GET /admin HTTP/1.1\\" 200 1\\x1b[31m HTTP/1.1" 200 2'
+    ) in line
+
+
+async def test_control_bytes_obs_text_and_quotes_in_headers_are_escaped(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """A user agent with ESC, NEL (0x85, a line break to many tools) and Latin-1,
+    and a referer that tries to close its quoted field early: escaped, the line
+    stays one line with exactly the six quotes of its format."""
+    log_format = '%(h)s "%(r)s" %(s)s "%(f)s" "%(a)s" %({x-note}i)s'
+    request = (
+        b"GET /h HTTP/1.1\r\n"
+        b"host: t\r\n"
+        b'referer: x" 200 999 "forged\r\n'
+        b"user-agent: evil\x1b[2Jagent\x85caf\xe9\r\n"
+        b"x-note: back\\slash\x07bell\r\n"
+        b"connection: close\r\n\r\n"
+    )
+    config = Config(accesslog="-", access_log_format=log_format)
+    async with open_test_client(response_app(body=b"ok"), config) as client:
+        raw = await client.raw(request)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    [line] = access_lines(access_log)
+    assert len(line.splitlines()) == 1
+    for char in "\r\n\x1b\x85\x07":
+        assert char not in line
+    assert '"x\\" 200 999 \\"forged"' in line
+    assert '"evil\\x1b[2Jagent\\x85caf\xe9"' in line
+    assert line.endswith(" back\\\\slash\\x07bell")
+    unescaped_quotes = re.findall(r'(?<!\\)"', line)
+    assert len(unescaped_quotes) == 6  # those of "%(r)s" "%(f)s" "%(a)s"
+
+
+# -- status of requests that did not end normally --------------------------------------
+
+
+async def test_client_hang_up_before_the_response_logs_499(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing was sent, so there is no real status; nginx's 499 says the client
+    left. A naive server logs no line, or a status it never sent."""
+    in_app = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        in_app.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(5):
+        async with open_test_client(app, Config(accesslog="-")) as client:
+            conn = await client.connect()
+            await conn.send_all(b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\n")
+            await in_app.wait()
+            await conn.aclose()
+    [line] = access_lines(access_log)
+    assert line.endswith('"GET /wait HTTP/1.1" 499 -')
+    assert error_records(access_log) == []
+
+
+async def test_app_error_logs_500(access_log: pytest.LogCaptureFixture) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise RuntimeError("bug in the app")
+
+    async with open_test_client(app, Config(accesslog="-")) as client:
+        response = await client.get("/boom")
+    assert response.status == 500
+    [line] = access_lines(access_log)
+    assert re.search(r'"GET /boom HTTP/1\.1" 500 \S+$', line), line
+    assert error_records(access_log) == ["Exception in ASGI application"]
+
+
+async def test_server_made_500_logs_the_bytes_it_sent(access_log: pytest.LogCaptureFixture) -> None:
+    """The 500 the server answers for a failed app has a body; ``b`` is the bytes
+    sent, like for any other response."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise RuntimeError("bug in the app")
+
+    async with open_test_client(app, Config(accesslog="-")) as client:
+        response = await client.get("/boom")
+    assert response.status == 500
+    assert response.body
+    [line] = access_lines(access_log)
+    assert line.endswith(f'"GET /boom HTTP/1.1" 500 {len(response.body)}')
+
+
+async def test_access_log_off_writes_no_record(access_log: pytest.LogCaptureFixture) -> None:
+    """accesslog=None (the default): no record at all, even though the logger is
+    enabled for INFO and a handler listens."""
+    async with open_test_client(response_app(body=b"quiet")) as client:
+        assert (await client.get("/")).status == 200
+        assert (await client.get("/other")).status == 200
+    assert Config().accesslog is None
+    assert access_lines(access_log) == []
+
+
+# -- configure_logging: the CLI's setup ---------------------------------------------
+
+
+async def serve_one_failing_request() -> None:
+    """A request whose app raises: an ERROR on trioserve.error and an access line."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise RuntimeError("boom")
+
+    async with open_test_client(app, Config(accesslog="-")) as client:
+        assert (await client.get("/fail")).status == 500
+
+
+async def test_configure_logging_writes_error_and_access_logs_to_files(tmp_path: Path) -> None:
+    error_file = tmp_path / "error.log"
+    access_file = tmp_path / "access.log"
+    configure_logging(loglevel="WARNING", errorlog=str(error_file), accesslog=str(access_file))
+    await serve_one_failing_request()
+    errors = error_file.read_text()
+    assert "[ERROR] Exception in ASGI application" in errors
+    assert "RuntimeError: boom" in errors  # with its traceback
+    [access_line] = access_file.read_text().splitlines()
+    assert re.fullmatch(rf'- - - {CLF_TIME} "GET /fail HTTP/1\.1" 500 \S+', access_line)
+
+
+async def test_configure_logging_none_silences_both_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(errorlog=None, accesslog=None)
+    await serve_one_failing_request()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+def dict_config(log_file: Path) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "plain",
+            }
+        },
+        "loggers": {ERROR: {"handlers": ["file"], "level": "ERROR", "propagate": False}},
+    }
+
+
+def toml_text(log_file: Path) -> str:
+    return (
+        "version = 1\n"
+        "disable_existing_loggers = false\n"
+        "[formatters.plain]\n"
+        'format = "%(levelname)s %(name)s %(message)s"\n'
+        "[handlers.file]\n"
+        'class = "logging.FileHandler"\n'
+        f"filename = {json.dumps(str(log_file))}\n"
+        'formatter = "plain"\n'
+        f'[loggers."{ERROR}"]\n'
+        'handlers = ["file"]\n'
+        'level = "ERROR"\n'
+        "propagate = false\n"
+    )
+
+
+def ini_text(log_file: Path) -> str:
+    return (
+        "[loggers]\nkeys=root,error\n\n"
+        "[handlers]\nkeys=file\n\n"
+        "[formatters]\nkeys=plain\n\n"
+        "[logger_root]\nlevel=WARNING\nhandlers=\n\n"
+        f"[logger_error]\nlevel=ERROR\nhandlers=file\npropagate=0\nqualname={ERROR}\n\n"
+        f"[handler_file]\nclass=FileHandler\nformatter=plain\nargs=({str(log_file)!r}, 'a')\n\n"
+        "[formatter_plain]\nformat=%(levelname)s %(name)s %(message)s\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file_name", "prefix", "make_text"),
+    [
+        ("logging.json", "", lambda log: json.dumps(dict_config(log))),
+        ("logging.toml", "", toml_text),
+        ("logging.ini", "", ini_text),
+        ("logging.conf", "json:", lambda log: json.dumps(dict_config(log))),
+        ("logging.conf", "toml:", toml_text),
+    ],
+)
+async def test_logconfig_file_takes_effect(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    file_name: str,
+    prefix: str,
+    make_text: Any,
+) -> None:
+    """The logconfig file routes trioserve.error to its own file with its own
+    format, replacing the stderr handler the errorlog setting made."""
+    log_file = tmp_path / "from-logconfig.log"
+    config_file = tmp_path / file_name
+    config_file.write_text(make_text(log_file))
+    configure_logging(errorlog="-", logconfig=prefix + str(config_file))
+    await serve_one_failing_request()
+    lines = log_file.read_text().splitlines()
+    assert lines[0] == "ERROR trioserve.error Exception in ASGI application"
+    assert "Exception in ASGI application" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [
+        ("broken.json", '{"version": 1, '),
+        ("broken.toml", "version = \n"),
+        ("bad-handler.json", '{"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}'),
+        ("no-version.json", "{}"),
+        ("broken.ini", "this is not an ini file\n"),
+        ("empty-sections.ini", "[loggers]\nkeys=root\n"),
+    ],
+)
+def test_broken_logconfig_is_a_one_line_config_error(
+    tmp_path: Path, file_name: str, text: str
+) -> None:
+    """A broken file is the operator's configuration error: the CLI prints it on
+    one line and exits 2 (any other exception escapes as a traceback)."""
+    path = tmp_path / file_name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        configure_logging(logconfig=str(path))
+    message = str(info.value)
+    assert message.startswith(f"logconfig {str(path)!r}: ")
+    assert "\n" not in message
+
+
+def test_missing_logconfig_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+    with pytest.raises(ConfigError, match="file not found"):
+        configure_logging(logconfig=str(path))
