@@ -69,7 +69,7 @@ from .protocol._asgi import (
     check_response_start,
 )
 from .protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
-from .protocol._http11 import HTTP11Protocol, error_body
+from .protocol._http11 import HTTP11Protocol, RequestLimits, error_body
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup
@@ -144,6 +144,13 @@ class ServerState:
         self.requests_started = 0
         self.shutting_down = False
         self.dates = _DateCache()
+        self.limits = RequestLimits(
+            max_head_size=config.h11_max_incomplete_size,
+            max_target_length=config.max_target_length,
+            max_header_count=config.max_header_count,
+            max_body_size=config.max_body_size,
+            allow_connect=config.allow_connect,
+        )
         #: Headers added to every response: ``server`` (unless turned off), then the
         #: configured ``headers``. ``date`` is added per response.
         self.extra_headers: list[tuple[bytes, bytes]] = [
@@ -197,7 +204,7 @@ class HTTPConnection:
         self._extensions = extensions or {}
         self._server = server
         self._config = server.config
-        self._proto = HTTP11Protocol(server.config.h11_max_incomplete_size)
+        self._proto = HTTP11Protocol(server.limits)
         self._base_scope: dict[str, Any] = {
             "type": "http",
             "asgi": ASGI_VERSION.copy(),

@@ -90,9 +90,9 @@ def test_protocol_modules_import_no_trio_socket_or_ssl() -> None:
             importlib.import_module(name)
 
         from trioserve.protocol._asgi import ResponseState, build_http_scope, check_response_start
-        from trioserve.protocol._http11 import HTTP11Protocol
+        from trioserve.protocol._http11 import HTTP11Protocol, RequestLimits
 
-        proto = HTTP11Protocol(16384)
+        proto = HTTP11Protocol(RequestLimits(max_head_size=16384))
         proto.receive_data(b"GET /x?y HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")
         head = proto.next_event()
         scope = build_http_scope(head, {{"type": "http"}}, "", {{}})

@@ -58,6 +58,22 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return raw_path, query
 
 
+def _with_target_authority(
+    target: bytes, headers: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """For an absolute-form target, the ``host`` header the app sees is the target's
+    authority: RFC 9112 3.2.2 has the server ignore the Host field in that case, so
+    the app's idea of the host agrees with the path it is given."""
+    _, sep, rest = target.partition(b"://")
+    if not sep:
+        return headers
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
+    authority = authority.rpartition(b"@")[2]  # userinfo is never part of the host
+    if not authority:
+        return headers
+    return [(b"host", authority)] + [(n, v) for n, v in headers if n != b"host"]
+
+
 def build_http_scope(
     head: RequestHead,
     base: dict[str, Any],
@@ -74,6 +90,9 @@ def build_http_scope(
       state: the lifespan state; each request gets its own shallow copy.
     """
     raw_path, query = split_target(head.target)
+    headers = head.headers
+    if raw_path is not head.target and head.target[:1] not in (b"/", b"*"):
+        headers = _with_target_authority(head.target, headers)
     path = raw_path.decode("ascii")
     if "%" in path:
         path = unquote(path)
@@ -86,7 +105,7 @@ def build_http_scope(
     scope["path"] = path
     scope["raw_path"] = raw_path
     scope["query_string"] = query
-    scope["headers"] = head.headers
+    scope["headers"] = headers
     scope["extensions"] = {}
     scope["state"] = {} if state is None else state.copy()
     return scope

@@ -18,14 +18,16 @@ keeps every h11 detail away from the I/O layer:
 
 from __future__ import annotations
 
+import dataclasses
 import http
+import re
 
 import h11
 
 from .._errors import LocalProtocolError, RemoteProtocolError
 from ._events import BodyChunk, RequestEnd, RequestHead, Signal
 
-__all__ = ["HTTP11Protocol", "error_body"]
+__all__ = ["HTTP11Protocol", "RequestLimits", "error_body"]
 
 _REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in http.HTTPStatus}
 
@@ -33,6 +35,91 @@ _ERROR_BODIES: dict[int, bytes] = {
     400: b"Invalid HTTP request received.",
     500: b"Internal Server Error",
 }
+
+
+_SAFE_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_OBS_FOLD = re.compile(rb"\n[ \t]")
+
+
+def _head_bytes(raw: bytes | bytearray) -> bytes | bytearray:
+    match = _SAFE_HEAD_END.search(raw)
+    return raw[: match.start()] if match else raw
+
+
+def _check_request(
+    event: h11.Request,
+    headers: list[tuple[bytes, bytes]],
+    raw: bytearray | None,
+    limits: RequestLimits,
+) -> None:
+    """The request policy trioserve adds to h11's (RFC 9110/9112).
+
+    Raises:
+      RemoteProtocolError: with 400, 413, 414, 431, 501 or 505.
+    """
+    version = event.http_version
+    if version[:1] != b"1":
+        raise RemoteProtocolError(f"HTTP/{version.decode()} is not supported", 505)
+    if len(event.target) > limits.max_target_length:
+        raise RemoteProtocolError("Request target too long", 414)
+    if len(headers) > limits.max_header_count:
+        raise RemoteProtocolError("Too many header fields", 431)
+    hosts = 0
+    transfer_encoding = content_length = None
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"transfer-encoding":
+            transfer_encoding = value
+        elif name == b"content-length":
+            content_length = value
+    if hosts > 1:
+        raise RemoteProtocolError("More than one Host header field")
+    if transfer_encoding is not None:
+        # Both framings at once is the shape of request smuggling; h11 would let
+        # Transfer-Encoding win, RFC 9112 6.1 lets a server reject it instead.
+        if content_length is not None:
+            raise RemoteProtocolError("Both Content-Length and Transfer-Encoding")
+        if version == b"1.0":
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+    method = event.method
+    if method == b"CONNECT" and not limits.allow_connect:
+        raise RemoteProtocolError("CONNECT is not supported", 501)
+    if event.target == b"*" and method != b"OPTIONS":
+        raise RemoteProtocolError("Asterisk-form target with a method other than OPTIONS")
+    if raw is not None and _OBS_FOLD.search(_head_bytes(raw)):
+        raise RemoteProtocolError("Obsolete line folding in a header field")
+    if (
+        limits.max_body_size is not None
+        and content_length is not None
+        and int(content_length) > limits.max_body_size
+    ):
+        raise RemoteProtocolError("Request body too large", 413)
+
+
+def _transfer_encoding_verdict(raw: bytes | bytearray) -> tuple[str, int]:
+    """Why a Transfer-Encoding h11 refused is wrong: 400 for broken framing (the
+    last coding is not chunked, chunked twice, HTTP/1.0), 501 for a coding that is
+    simply not implemented (RFC 9112 6.1, 7)."""
+    lines = _head_bytes(raw).split(b"\n")
+    codings: list[bytes | bytearray] = []
+    content_length = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
+        elif name == b"content-length":
+            content_length = True
+    if content_length:
+        return "Both Content-Length and Transfer-Encoding", 400
+    if lines[0].rstrip().endswith(b"HTTP/1.0"):
+        return "Transfer-Encoding in an HTTP/1.0 request", 400
+    if not codings or codings[-1] != b"chunked":
+        return "The last transfer coding is not chunked", 400
+    if codings.count(b"chunked") > 1:
+        return "chunked applied more than once", 400
+    return "Only the chunked transfer coding is supported", 501
 
 
 def error_body(status: int) -> bytes:
@@ -46,24 +133,55 @@ def _lowercase_framing_headers(head: bytes) -> bytes:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What trioserve accepts in a request, beyond what h11 checks itself."""
+
+    #: Largest request head in bytes (431).
+    max_head_size: int = 16 * 1024
+    #: Longest request target in bytes (414).
+    max_target_length: int = 8 * 1024
+    #: Most header fields (431).
+    max_header_count: int = 100
+    #: Largest request body in bytes, or ``None`` (413).
+    max_body_size: int | None = None
+    #: Let ``CONNECT`` through (otherwise 501).
+    allow_connect: bool = False
+
+
 class HTTP11Protocol:
     """The server side of one HTTP/1.1 connection: feed bytes, pull events, and turn
     response parts into bytes.
 
     Args:
-      max_head_size: the largest request head accepted, in bytes; larger heads raise
-          :class:`RemoteProtocolError` with status 431.
+      limits: the request policy; a request that breaks it raises
+          :class:`RemoteProtocolError` with the status to answer.
     """
 
-    __slots__ = ("_conn", "_fed", "_head_request", "_head_sent", "_head_start", "_max_head_size")
+    __slots__ = (
+        "_body_seen",
+        "_conn",
+        "_fed",
+        "_head_request",
+        "_head_sent",
+        "_head_start",
+        "_limits",
+        "_raw",
+    )
 
-    def __init__(self, max_head_size: int) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
-        self._max_head_size = max_head_size
+    def __init__(self, limits: RequestLimits = RequestLimits()) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+        self._limits = limits
         # Byte positions in the stream fed to h11: how much was fed in all, and where
         # the current request's head began (the end of the previous request).
         self._fed = 0
         self._head_start = 0
+        # The bytes of the head being received. h11 consumes a head before it
+        # raises about it or unfolds it, so the policy checks that need the bytes
+        # as sent (obs-fold, Transfer-Encoding lists) read them here. Bounded by the
+        # head size limit; None while a body is being received.
+        self._raw: bytearray | None = bytearray()
+        self._body_seen = 0
         self._head_request = False
         self._head_sent = False
 
@@ -72,6 +190,9 @@ class HTTP11Protocol:
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the client; ``b""`` means the client closed its side."""
         self._fed += len(data)
+        raw = self._raw
+        if raw is not None and len(raw) <= self._limits.max_head_size:
+            raw += data
         try:
             self._conn.receive_data(data)
         except RuntimeError as exc:  # data after EOF: h11's way of saying "misuse"
@@ -86,14 +207,23 @@ class HTTP11Protocol:
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(str(exc), exc.error_status_hint) from exc
+            raise self._refine_error(exc) from exc
         # Ordered by frequency: a request is usually a head and an end.
         if type(event) is h11.Request:
             return self._request_head(event)
         if type(event) is h11.EndOfMessage:
-            self._head_start = self._fed - len(self._conn.trailing_data[0])
+            # Trailers (event.headers) are dropped: ASGI has no request trailers, so
+            # no framing field can leak from them into what the app sees.
+            trailing = self._conn.trailing_data[0]
+            self._head_start = self._fed - len(trailing)
+            self._raw = bytearray(trailing)
             return RequestEnd()
         if type(event) is h11.Data:
+            limit = self._limits.max_body_size
+            if limit is not None:
+                self._body_seen += len(event.data)
+                if self._body_seen > limit:
+                    raise RemoteProtocolError("Request body too large", 413)
             return BodyChunk(bytes(event.data))
         if event is h11.NEED_DATA:
             return Signal.NEED_DATA
@@ -103,17 +233,36 @@ class HTTP11Protocol:
         return Signal.PEER_CLOSED
 
     def _request_head(self, event: h11.Request) -> RequestHead:
+        limits = self._limits
         # h11 limits only heads still incomplete; a whole head that arrived in one
         # read is measured here, exactly (padding and all), as the bytes h11 consumed
         # since the previous request ended. Everything fed since then bounds that
         # from above, so the buffer is looked at only when the bound is over.
-        if self._fed - self._head_start > self._max_head_size:
+        if self._fed - self._head_start > limits.max_head_size:
             size = self._fed - len(self._conn.trailing_data[0]) - self._head_start
-            if size > self._max_head_size:
+            if size > limits.max_head_size:
                 raise RemoteProtocolError("Request head too large", 431)
+        raw = self._raw
+        self._raw = None
         headers = list(event.headers)
+        _check_request(event, headers, raw, limits)
+        self._body_seen = 0
         self._head_request = event.method == b"HEAD"
         return RequestHead(event.method, event.target, event.http_version, headers)
+
+    def _refine_error(self, exc: h11.RemoteProtocolError) -> RemoteProtocolError:
+        """trioserve's error for one of h11's, with a status more precise where the
+        raw head tells more than h11's message."""
+        status = exc.error_status_hint
+        raw = self._raw
+        if raw is not None and status == 431:
+            line_end = raw.find(b"\n")
+            if line_end < 0 or line_end > self._limits.max_target_length:
+                # Still in the request line: it is the target that is too long.
+                return RemoteProtocolError("Request target too long", 414)
+        if raw is not None and status == 501 and b"ransfer-" in str(exc).encode():
+            return RemoteProtocolError(*_transfer_encoding_verdict(raw))
+        return RemoteProtocolError(str(exc), status)
 
     @property
     def expects_continue(self) -> bool:
