@@ -323,19 +323,6 @@ def test_broken_ini_log_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "logging.ini")
 
 
-def test_uds_shorthand_is_currently_rejected_as_config_error(tmp_path: Path) -> None:
-    """--uds PATH means the bind unix:PATH. While Config does not accept unix:
-    binds, the command must at least fail cleanly with exit 2 and one line.
-
-    The app named does not exist, so that once unix binds land this fails fast
-    (exit 3 from the app loader) instead of serving forever inside the test
-    process; it is then to be replaced by a subprocess test serving over the
-    socket."""
-    socket_path = tmp_path / "trioserve.sock"
-    result = invoke(UNSERVED_APP, "--uds", str(socket_path))
-    assert_one_line_error(result, 2, f"unix:{socket_path}")
-
-
 # -- the app cannot be loaded: exit 3, one line --------------------------------------
 
 
@@ -603,3 +590,26 @@ async def test_address_in_use_exits_3_with_one_line() -> None:
     [line] = error_lines(stderr)
     assert f"127.0.0.1:{port}" in line
     assert "address already in use" in line.lower()
+
+
+async def test_uds_shorthand_serves_over_a_unix_socket(tmp_path: Path) -> None:
+    """--uds PATH is the bind unix:PATH: the log names it, a client reaches the app
+    through the socket file, and SIGTERM ends the server with exit 0 and removes
+    the file."""
+    socket_path = tmp_path / "trioserve.sock"
+    command = await start_command("fx_asgi3:app", "--uds", str(socket_path))
+    try:
+        with trio.fail_after(5):
+            await command.stderr.wait_for(rf"Serving on unix:{re.escape(str(socket_path))}")
+        transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            with trio.fail_after(5):
+                response = await client.get("http://trioserve/over-uds")
+        assert response.status_code == 200
+        assert response.json()["path"] == "/over-uds"
+        command.process.send_signal(signal.SIGTERM)
+        returncode = await command.finish()
+    finally:
+        await command.stop()
+    assert returncode == 0, command.stderr.text
+    assert not socket_path.exists()

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+from ._binds import parse_bind
 from ._errors import ConfigError, ConfigWarning
 
 if sys.version_info >= (3, 11):
@@ -153,22 +154,6 @@ def _binds(key: str, value: object) -> tuple[str, ...]:
     return binds  # type: ignore[return-value]
 
 
-def parse_bind(bind: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` or ``[IPv6]:PORT`` into host and port.
-
-    Raises:
-      ConfigError: the bind is not of that form.
-    """
-    host, sep, port_text = bind.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError(f"bind {bind!r}: write IPv6 addresses in brackets, like [::1]:8000")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"bind {bind!r} must be HOST:PORT with a port in 0..65535")
-    return host, int(port_text)
-
-
 def _key(default: Any, doc: str, check: Callable[[str, Any], Any], *, hypercorn: bool) -> Any:
     return dataclasses.field(
         default=default, metadata={"doc": doc, "check": check, "hypercorn": hypercorn}
@@ -188,8 +173,9 @@ class Config:
 
     bind: tuple[str, ...] = _key(
         ("127.0.0.1:8000",),
-        "Addresses to listen on, as ``HOST:PORT`` or ``[IPv6]:PORT``; port 0 picks a "
-        "free port, reported to ``task_status`` and the log.",
+        "Addresses to listen on: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH`` or "
+        "``fd://N`` (an inherited listening socket); port 0 picks a free port, reported "
+        "to ``task_status`` and the log.",
         _binds,
         hypercorn=True,
     )
@@ -315,7 +301,7 @@ class Config:
     )
     certfile: str | None = _key(
         None,
-        "Path of the PEM certificate chain; with ``keyfile``, every TCP bind serves HTTPS.",
+        "Path of the PEM certificate chain; with ``keyfile``, every bind serves HTTPS.",
         _optional_str,
         hypercorn=True,
     )

@@ -185,7 +185,8 @@ class HTTPConnection:
       stream: the connected stream (TCP, TLS or in-memory).
       server: the shared server state.
       client: the peer's address for ``scope["client"]``, if known.
-      sockname: the local address for ``scope["server"]``, if known.
+      sockname: the local address for ``scope["server"]``, if known (``(path,
+          None)`` for a Unix socket, as ASGI specifies).
       scheme: ``"http"`` or ``"https"``.
       extensions: ASGI scope extensions of this connection (e.g. ``tls``), copied
           into every request scope.
@@ -196,7 +197,7 @@ class HTTPConnection:
         stream: trio.abc.Stream,
         server: ServerState,
         client: tuple[str, int] | None,
-        sockname: tuple[str, int] | None,
+        sockname: tuple[str, int | None] | None,
         scheme: str = "http",
         extensions: dict[str, dict[str, object]] | None = None,
     ) -> None:
@@ -333,7 +334,12 @@ class HTTPConnection:
             self._idle_scope = None
             if idle.cancelled_caught:
                 return None
-        if not isinstance(event, RequestHead):
+        if event is Signal.NEED_DATA:
+            self._feed()
+            event = proto.next_event()
+        if event is Signal.NEED_DATA:
+            # Only a head that has to be waited for needs the header deadline; most
+            # arrive whole, and then no scope is set up at all.
             with trio.move_on_after(self._config.header_timeout) as head_scope:
                 event = await self._next_event()
             if head_scope.cancelled_caught:

@@ -5,13 +5,16 @@
     serve()
     └── server nursery
         ├── lifespan task          startup before listening, shutdown after draining
-        └── connection nursery     one HTTPConnection.run() per connection
+        └── connection nursery     per connection: TLS handshake (if any), then
+            │                      HTTPConnection.run()
             └── accept nursery     an accept loop per listener, the shutdown watchers
 
 Shutdown is a sequence of scope operations, not a protocol between tasks: cancel
 the accept nursery (stop accepting), close the listeners, ask each connection to
-close when idle, then give the connection nursery a deadline of
-``graceful_timeout``; what is still running then is cancelled. Lifespan shutdown
+close when idle and drop the TLS handshakes still in progress (a connection
+that is only now starting would be closed as idle anyway), then give the
+connection nursery a deadline of ``graceful_timeout``; what is still running then
+is cancelled. Lifespan shutdown
 runs after the connection nursery has exited, so no request is served without the
 app's resources. No task outlives ``serve()`` because every task is in one of
 these nurseries.
@@ -23,15 +26,26 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from ._config import Config
 from ._connection import HTTPConnection, ServerState
-from ._errors import BindError, LifespanFailure
+from ._errors import BindError, ConfigError, LifespanFailure
 from ._lifespan import Lifespan
-from ._listeners import Address, accept_loop, listener_url, open_listeners
+from ._listeners import (
+    Address,
+    ServerAddress,
+    TLSListener,
+    accept_loop,
+    describe_client,
+    listener_url,
+    open_listeners_with_tls,
+    tls_handshake,
+)
+from ._tls import create_server_tls
 
 if TYPE_CHECKING:
     from ._types import ASGIApp
@@ -66,6 +80,8 @@ async def serve(
           the same; a second signal during the graceful period is not caught.
 
     Raises:
+      ConfigError: the TLS files (``certfile``, ``keyfile``, ``ca_certs``) cannot
+          be loaded; raised before lifespan startup and before any port is bound.
       LifespanFailure: lifespan startup failed; raised before any port is bound.
       BindError: an address could not be bound.
 
@@ -74,10 +90,14 @@ async def serve(
       raises, no task and no socket it opened is left.
     """
     install_signals = threading.current_thread() is threading.main_thread()
+    config = config or Config()
+    # Load the certificates before anything starts: a wrong path is the
+    # operator's mistake and should not first run the app's lifespan startup.
+    tls = create_server_tls(config)
     await serve_listeners(
         app,
-        config or Config(),
-        open_listeners,
+        config,
+        partial(open_listeners_with_tls, tls=tls),
         scheme="http",
         task_status=task_status,
         shutdown_trigger=shutdown_trigger,
@@ -96,18 +116,27 @@ async def serve_listeners(
     install_signal_handlers: bool,
 ) -> None:
     """:func:`serve` over listeners made by ``make_listeners`` (after lifespan
-    startup). ``trioserve.testing`` uses it with in-memory listeners."""
-    error: LifespanFailure | BindError | None = None
+    startup). ``trioserve.testing`` uses it with in-memory listeners.
+
+    Connections accepted from a :class:`~trioserve._listeners.TLSListener` are
+    served as ``https`` after their handshake; all others as ``scheme``.
+    """
+    error: LifespanFailure | BindError | ConfigError | None = None
     async with trio.open_nursery() as server_nursery:
         lifespan = Lifespan(app, config)
         try:
             if config.lifespan != "off":
                 await lifespan.startup(server_nursery)
             listeners = await make_listeners(config)
-        except (LifespanFailure, BindError) as exc:
+        except (LifespanFailure, BindError, ConfigError) as exc:
             # Raised outside the nursery below, so that callers see the error itself
             # rather than an exception group.
             error = exc
+            if not isinstance(exc, LifespanFailure):
+                # Startup went through, so the app is owed its shutdown (it may hold
+                # connections or files it opened in startup).
+                with trio.CancelScope(shield=True):
+                    await lifespan.shutdown()
             server_nursery.cancel_scope.cancel()
         else:
             state = lifespan.state if config.lifespan != "off" else None
@@ -141,17 +170,62 @@ async def _serve_connections(
 ) -> None:
     shutdown = trio.Event()
     server = ServerState(app, config, lifespan_state, shutdown)
+    #: Cancel scopes of the TLS handshakes in progress, cancelled at shutdown.
+    handshakes: set[trio.CancelScope] = set()
 
     async def handle(
-        stream: trio.abc.Stream, client: Address | None, local: Address | None
+        stream: trio.abc.Stream, client: Address | None, local: ServerAddress | None
     ) -> None:
         await HTTPConnection(stream, server, client, local, scheme).run()
+
+    async def handle_tls(
+        listener: TLSListener,
+        stream: trio.SSLStream[trio.abc.Stream],
+        client: Address | None,
+        local: ServerAddress | None,
+    ) -> None:
+        # The handshake runs here, in the connection's own task: in the accept
+        # loop, one silent client would stop everyone else from being accepted.
+        extension = None
+        # Shutdown closes the listeners before it begins, so a connection starting
+        # after that is a narrow race; it would only be closed as idle anyway.
+        if not server.shutting_down:  # pragma: no branch
+            with trio.move_on_after(config.ssl_handshake_timeout) as scope:
+                # Also cancelled when shutdown begins: a connection that only now
+                # completed its handshake would be closed as idle at once anyway.
+                handshakes.add(scope)
+                try:
+                    extension = await tls_handshake(stream, listener.tls, client)
+                finally:
+                    handshakes.discard(scope)
+            if scope.cancelled_caught and not server.shutting_down:
+                logger.debug(
+                    "TLS handshake with %s not done after %gs; dropping it",
+                    describe_client(client),
+                    config.ssl_handshake_timeout,
+                )
+        if extension is None:
+            await trio.aclose_forcefully(stream)
+            return
+        await HTTPConnection(
+            stream,
+            server,
+            client,
+            local,
+            "https",
+            {"tls": extension},
+        ).run()
 
     async with trio.open_nursery() as connection_nursery:
         try:
             async with trio.open_nursery() as accept_nursery:
                 for listener in listeners:
-                    accept_nursery.start_soon(accept_loop, listener, connection_nursery, handle)
+                    if isinstance(listener, TLSListener):
+                        accept_nursery.start_soon(
+                            accept_loop, listener, connection_nursery, partial(handle_tls, listener)
+                        )
+                    else:
+                        accept_nursery.start_soon(accept_loop, listener, connection_nursery, handle)
                 if shutdown_trigger is not None:
                     accept_nursery.start_soon(_set_after, shutdown_trigger, shutdown)
                 if install_signal_handlers:
@@ -167,6 +241,8 @@ async def _serve_connections(
                 await trio.aclose_forcefully(listener)
         logger.info("Shutting down: waiting up to %gs for requests", config.graceful_timeout)
         server.begin_shutdown()
+        for handshake in handshakes:
+            handshake.cancel()
         connection_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
     if connection_nursery.cancel_scope.cancelled_caught:
         logger.warning("Graceful shutdown timed out; cancelled the remaining connections")

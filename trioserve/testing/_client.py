@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from .._config import Config
-from .._errors import BindError, LifespanFailure
+from .._errors import BindError, ConfigError, LifespanFailure
 from .._serve import serve_listeners
 from .._types import ASGIApp
 
@@ -212,7 +212,7 @@ async def _running(
 ) -> AsyncIterator[list[str]]:
     """Start a server task, yield its URLs, shut it down gracefully on exit.
 
-    A startup failure (LifespanFailure, BindError) is raised as itself, not inside
+    A startup failure (LifespanFailure, BindError, ConfigError) is raised as itself, not inside
     the exception group the nursery would wrap it in: no task is left in the
     nursery when ``start`` fails, so it can be re-raised after the nursery closed.
     An exception from the ``async with`` body, including an outside cancellation,
@@ -222,7 +222,7 @@ async def _running(
     async with trio.open_nursery() as nursery:
         try:
             urls: list[str] = await nursery.start(start)
-        except (LifespanFailure, BindError) as exc:
+        except (LifespanFailure, BindError, ConfigError) as exc:
             error = exc
         else:
             try:
@@ -285,7 +285,13 @@ class RunningServer:
 
     @property
     def port(self) -> int:
-        """The port of the first URL."""
+        """The port of the first URL.
+
+        Raises:
+          ValueError: the first URL is not a TCP one (e.g. ``unix:PATH``).
+        """
+        if "://" not in self.url:
+            raise ValueError(f"{self.url!r} has no port")
         return int(self.url.rsplit(":", 1)[1])
 
 
@@ -298,7 +304,8 @@ async def open_test_server(
     Unless ``config`` names its own ``bind``, the server binds ``127.0.0.1:0`` (a
     free port chosen by the OS). Signal handlers are not installed.
     """
-    from .._listeners import open_listeners
+    from .._listeners import open_listeners_with_tls
+    from .._tls import create_server_tls
 
     config = config or Config()
     if config.bind == _DEFAULT_BIND:
@@ -309,7 +316,9 @@ async def open_test_server(
             serve_listeners,
             app,
             config,
-            open_listeners,
+            # Certificates are loaded first, as serve() does: a bad path is an
+            # error before the app's lifespan startup runs.
+            partial(open_listeners_with_tls, tls=create_server_tls(config)),
             scheme="http",
             shutdown_trigger=done.wait,
             install_signal_handlers=False,
