@@ -389,6 +389,26 @@ async def test_plain_and_tls_servers_in_one_process(pki: Pki) -> None:
     assert "tls" in tls_app.scopes[0]["extensions"]
 
 
+async def test_plain_and_tls_binds_in_one_server_with_insecure_bind(pki: Pki) -> None:
+    """Hypercorn's insecure_bind: one server, one config, an HTTPS bind and a plain
+    one. Without it, certfile/keyfile make every bind TLS, so the plain request
+    below would fail its handshake."""
+    app = Recorder()
+    config = pki.config(bind=["127.0.0.1:0"], insecure_bind=["127.0.0.1:0"])
+    with trio.fail_after(5):
+        async with open_test_server(app, config) as server:
+            secure_url, plain_url = server.urls
+            assert secure_url.startswith("https://127.0.0.1:")
+            assert plain_url.startswith("http://127.0.0.1:")
+            async with httpx.AsyncClient(verify=pki.client_context()) as client:
+                plain_response = await client.get(f"{plain_url}/plain")
+                secure_port = secure_url.rsplit(":", 1)[1]
+                tls_response = await client.get(f"https://localhost:{secure_port}/secure")
+    assert plain_response.status_code == tls_response.status_code == 200
+    schemes = {scope["path"]: scope["scheme"] for scope in app.scopes}
+    assert schemes == {"/plain": "http", "/secure": "https"}
+
+
 async def test_tls_over_a_unix_socket(pki: Pki, sock_dir: Path) -> None:
     path = sock_dir / "tls.sock"
     app = Recorder()

@@ -37,6 +37,13 @@ _DOCS = {
 # (group, flag declarations, Config key, click type, extra option settings)
 _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Binding", ("--bind", "-b"), "bind", str, {"multiple": True, "metavar": "ADDRESS"}),
+    (
+        "Binding",
+        ("--insecure-bind",),
+        "insecure_bind",
+        str,
+        {"multiple": True, "metavar": "ADDRESS"},
+    ),
     ("Binding", ("--backlog",), "backlog", int, {}),
     ("Binding", ("--umask",), "umask", str, {"metavar": "OCTAL"}),
     ("TLS", ("--certfile",), "certfile", click.Path(dir_okay=False), {}),

@@ -179,6 +179,13 @@ class Config:
         _binds,
         hypercorn=True,
     )
+    insecure_bind: tuple[str, ...] = _key(
+        (),
+        "Addresses served as plain HTTP even when ``certfile`` and ``keyfile`` make "
+        "the ``bind`` addresses HTTPS (same forms as ``bind``).",
+        lambda key, value: () if value in ((), []) else _binds(key, value),
+        hypercorn=True,
+    )
     backlog: int = _key(
         2048, "Listen backlog of each listening socket.", _positive_int, hypercorn=True
     )
@@ -250,9 +257,18 @@ class Config:
         _optional_positive_int,
         hypercorn=False,
     )
+    max_chunk_extension: int = _key(
+        4096,
+        "Longest chunk extension (the ``;...`` after a chunk size) in a chunked request "
+        "body; a longer one, or a chunk size of more than 16 hex digits, is answered "
+        "400.",
+        _positive_int,
+        hypercorn=False,
+    )
     allow_connect: bool = _key(
         False,
-        "Pass ``CONNECT`` requests to the app; by default they are answered 501.",
+        "Pass ``CONNECT`` requests to the app; by default they are answered 501. "
+        "trioserve does not tunnel: a 2xx answer ends the connection after its head.",
         _bool,
         hypercorn=False,
     )
@@ -432,7 +448,6 @@ HYPERCORN_ONLY_KEYS = frozenset(
         "h2_max_concurrent_streams",
         "h2_max_header_list_size",
         "h2_max_inbound_frame_size",
-        "insecure_bind",
         "keep_alive_max_requests",
         "logconfig_dict",
         "logger_class",

@@ -150,6 +150,7 @@ class ServerState:
             max_header_count=config.max_header_count,
             max_body_size=config.max_body_size,
             allow_connect=config.allow_connect,
+            max_chunk_extension=config.max_chunk_extension,
         )
         #: Headers added to every response: ``server`` (unless turned off), then the
         #: configured ``headers``. ``date`` is added per response.

@@ -178,20 +178,25 @@ async def open_listeners_with_tls(config: Config, tls: ServerTLS | None) -> list
     listeners: list[AnyListener] = []
     try:
         for bind in config.bind:
-            spec = parse_bind(bind)
-            if isinstance(spec, TCPBind):
-                listeners.extend(await _open_tcp(bind, spec, config.backlog))
-            elif isinstance(spec, UnixBind):
-                listeners.append(await _open_unix(bind, spec, config.backlog, config.umask))
-            else:
-                listeners.append(_open_fd(bind, spec))
+            opened = await _open_bind(bind, config)
+            listeners.extend([TLSListener(lst, tls) for lst in opened] if tls else opened)
+        # Hypercorn's insecure_bind: plain HTTP next to the TLS binds, in one server.
+        for bind in config.insecure_bind:
+            listeners.extend(await _open_bind(bind, config))
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
-    if tls is not None:
-        return [TLSListener(listener, tls) for listener in listeners]
     return listeners
+
+
+async def _open_bind(bind: str, config: Config) -> list[AnyListener]:
+    spec = parse_bind(bind)
+    if isinstance(spec, TCPBind):
+        return [*await _open_tcp(bind, spec, config.backlog)]
+    if isinstance(spec, UnixBind):
+        return [await _open_unix(bind, spec, config.backlog, config.umask)]
+    return [_open_fd(bind, spec)]
 
 
 async def _open_tcp(bind: str, spec: TCPBind, backlog: int) -> list[trio.SocketListener]:

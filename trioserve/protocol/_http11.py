@@ -39,6 +39,7 @@ _ERROR_BODIES: dict[int, bytes] = {
 
 _SAFE_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _OBS_FOLD = re.compile(rb"\n[ \t]")
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*@?[^/?#@]+")
 
 
 def _head_bytes(raw: bytes | bytearray) -> bytes | bytearray:
@@ -51,8 +52,9 @@ def _check_request(
     headers: list[tuple[bytes, bytes]],
     raw: bytearray | None,
     limits: RequestLimits,
-) -> None:
-    """The request policy trioserve adds to h11's (RFC 9110/9112).
+) -> bool:
+    """The request policy trioserve adds to h11's (RFC 9110/9112); return whether
+    the body is chunked.
 
     Raises:
       RemoteProtocolError: with 400, 413, 414, 431, 501 or 505.
@@ -60,8 +62,6 @@ def _check_request(
     version = event.http_version
     if version[:1] != b"1":
         raise RemoteProtocolError(f"HTTP/{version.decode()} is not supported", 505)
-    if len(event.target) > limits.max_target_length:
-        raise RemoteProtocolError("Request target too long", 414)
     if len(headers) > limits.max_header_count:
         raise RemoteProtocolError("Too many header fields", 431)
     hosts = 0
@@ -83,10 +83,18 @@ def _check_request(
         if version == b"1.0":
             raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
     method = event.method
-    if method == b"CONNECT" and not limits.allow_connect:
-        raise RemoteProtocolError("CONNECT is not supported", 501)
-    if event.target == b"*" and method != b"OPTIONS":
-        raise RemoteProtocolError("Asterisk-form target with a method other than OPTIONS")
+    target = event.target
+    if method == b"CONNECT":
+        if not limits.allow_connect:
+            raise RemoteProtocolError("CONNECT is not supported", 501)
+    elif target[:1] != b"/":
+        # RFC 9112 3.2: origin-form, absolute-form (with a host: RFC 9110 4.2.1), or
+        # "*" for OPTIONS; authority-form belongs to CONNECT alone.
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise RemoteProtocolError("Asterisk-form target with a method other than OPTIONS")
+        elif not _ABSOLUTE_FORM.match(target):
+            raise RemoteProtocolError("Invalid request target")
     if raw is not None and _OBS_FOLD.search(_head_bytes(raw)):
         raise RemoteProtocolError("Obsolete line folding in a header field")
     if (
@@ -95,6 +103,63 @@ def _check_request(
         and int(content_length) > limits.max_body_size
     ):
         raise RemoteProtocolError("Request body too large", 413)
+    return transfer_encoding is not None
+
+
+class _ChunkScanner:
+    """Watches the bytes of a chunked request body for what h11 lets through: a
+    chunk size of more than 16 hex digits (more than 64 bits, so no real chunk)
+    and chunk extensions longer than a limit. It only skips over the chunk data,
+    so its cost is per chunk, not per byte."""
+
+    __slots__ = ("_ext_limit", "_line", "_skip", "done", "error")
+
+    def __init__(self, ext_limit: int) -> None:
+        self._ext_limit = ext_limit
+        self._line = bytearray()  # the chunk-size line read so far
+        self._skip = 0  # chunk data (and its CRLF) still to pass over
+        self.done = False  # the last chunk was seen: trailers are h11's business
+        self.error: RemoteProtocolError | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view and not self.done and self.error is None:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            end = bytes(view[: self._ext_limit + 64]).find(b"\n")
+            if end < 0:
+                self._line += view
+                view = view[len(view) :]
+                if len(self._line) > self._ext_limit + 64:
+                    self._fail("Chunk extension too long")
+                continue
+            self._line += view[: end + 1]
+            view = view[end + 1 :]
+            self._chunk_line(bytes(self._line))
+            self._line.clear()
+
+    def _chunk_line(self, line: bytes) -> None:
+        size_text, _, extension = line.rstrip(b"\r\n").partition(b";")
+        size_text = size_text.strip(b" \t")
+        if len(size_text) > 16:
+            self._fail("Chunk size has more than 16 hex digits")
+        elif len(extension) > self._ext_limit:
+            self._fail("Chunk extension too long")
+        else:
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return  # h11 reports the malformed line itself
+            if size == 0:
+                self.done = True
+            else:
+                self._skip = size + 2  # the data and its CRLF
+
+    def _fail(self, message: str) -> None:
+        self.error = RemoteProtocolError(message, 400)
 
 
 def _transfer_encoding_verdict(raw: bytes | bytearray) -> tuple[str, int]:
@@ -147,6 +212,8 @@ class RequestLimits:
     max_body_size: int | None = None
     #: Let ``CONNECT`` through (otherwise 501).
     allow_connect: bool = False
+    #: Longest chunk extension in a chunked request body (400).
+    max_chunk_extension: int = 4096
 
 
 class HTTP11Protocol:
@@ -160,6 +227,7 @@ class HTTP11Protocol:
 
     __slots__ = (
         "_body_seen",
+        "_chunks",
         "_conn",
         "_fed",
         "_head_request",
@@ -182,6 +250,7 @@ class HTTP11Protocol:
         # head size limit; None while a body is being received.
         self._raw: bytearray | None = bytearray()
         self._body_seen = 0
+        self._chunks: _ChunkScanner | None = None
         self._head_request = False
         self._head_sent = False
 
@@ -193,6 +262,9 @@ class HTTP11Protocol:
         raw = self._raw
         if raw is not None and len(raw) <= self._limits.max_head_size:
             raw += data
+        chunks = self._chunks
+        if chunks is not None and not chunks.done:
+            chunks.feed(data)
         try:
             self._conn.receive_data(data)
         except RuntimeError as exc:  # data after EOF: h11's way of saying "misuse"
@@ -204,6 +276,9 @@ class HTTP11Protocol:
         Raises:
           RemoteProtocolError: the client's bytes are not acceptable HTTP/1.1.
         """
+        chunks = self._chunks
+        if chunks is not None and chunks.error is not None:
+            raise chunks.error
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -217,6 +292,7 @@ class HTTP11Protocol:
             trailing = self._conn.trailing_data[0]
             self._head_start = self._fed - len(trailing)
             self._raw = bytearray(trailing)
+            self._chunks = None
             return RequestEnd()
         if type(event) is h11.Data:
             limit = self._limits.max_body_size
@@ -234,6 +310,11 @@ class HTTP11Protocol:
 
     def _request_head(self, event: h11.Request) -> RequestHead:
         limits = self._limits
+        # Known before any check can fail, so that an error answer to HEAD has no body.
+        self._head_request = event.method == b"HEAD"
+        if len(event.target) > limits.max_target_length:
+            # Before the head size: the status must not depend on how bytes arrive.
+            raise RemoteProtocolError("Request target too long", 414)
         # h11 limits only heads still incomplete; a whole head that arrived in one
         # read is measured here, exactly (padding and all), as the bytes h11 consumed
         # since the previous request ended. Everything fed since then bounds that
@@ -245,9 +326,12 @@ class HTTP11Protocol:
         raw = self._raw
         self._raw = None
         headers = list(event.headers)
-        _check_request(event, headers, raw, limits)
+        chunked = _check_request(event, headers, raw, limits)
         self._body_seen = 0
-        self._head_request = event.method == b"HEAD"
+        if chunked:
+            self._chunks = _ChunkScanner(limits.max_chunk_extension)
+            # Body bytes that came with the head are already in h11's buffer.
+            self._chunks.feed(self._conn.trailing_data[0])
         return RequestHead(event.method, event.target, event.http_version, headers)
 
     def _refine_error(self, exc: h11.RemoteProtocolError) -> RemoteProtocolError:
@@ -343,7 +427,9 @@ class HTTP11Protocol:
         Raises:
           LocalProtocolError: more bytes than the declared ``content-length``.
         """
-        if self._head_request or not data:
+        if self._head_request or not data or self._conn.our_state is h11.SWITCHED_PROTOCOL:
+            # HEAD, and a 2xx to CONNECT (which h11 takes as the start of a tunnel
+            # that trioserve does not offer): the head is the whole response.
             return b""
         try:
             out = self._conn.send(h11.Data(data=data))
@@ -358,6 +444,8 @@ class HTTP11Protocol:
         Raises:
           LocalProtocolError: fewer bytes than the declared ``content-length``.
         """
+        if self._conn.our_state is h11.SWITCHED_PROTOCOL:
+            return b""
         try:
             out = self._conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
