@@ -67,9 +67,9 @@ __all__ = [
 error_logger = logging.getLogger("trioserve.error")
 
 #: accept() errors that mean "out of resources for now", not "broken listener".
-_CAPACITY_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.ECONNABORTED}
-)
+#: (Per-connection errors such as ECONNABORTED never get here: trio's
+#: SocketListener.accept retries those itself.)
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: Pause before accepting again after such an error.
 _ACCEPT_BACKOFF = 0.1
 
@@ -346,6 +346,7 @@ async def accept_loop(
     """Accept connections forever, starting ``handler(stream, client, server)`` for
     each in ``nursery`` (the connection nursery, which outlives this loop so that
     in-flight connections survive the end of accepting)."""
+    starved = False
     while True:
         try:
             stream = await listener.accept()
@@ -353,9 +354,15 @@ async def accept_loop(
             if exc.errno not in _CAPACITY_ERRNOS:
                 raise
             # Out of file descriptors or memory: accepting again at once would spin.
-            error_logger.error("accept() failed: %s; pausing before accepting again", exc)
+            # Said once per episode at ERROR; the retries every 0.1 s at DEBUG.
+            log = error_logger.debug if starved else error_logger.error
+            log("accept() failed: %s; pausing before accepting again", exc)
+            starved = True
             await trio.sleep(_ACCEPT_BACKOFF)
             continue
+        if starved:
+            error_logger.info("accept() works again")
+            starved = False
         try:
             client, server = _addresses(stream)
         except OSError:
