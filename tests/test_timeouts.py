@@ -358,3 +358,30 @@ async def test_shutdown_with_lifespan_off_does_not_wait_for_lifespan(
         shutdown_began = trio.current_time()
     assert trio.current_time() - shutdown_began < 0.01
     assert error_records(caplog) == []
+
+
+async def test_expect_100_continue_whose_body_never_comes_ends_at_read_timeout(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client asks for 100 Continue, gets it when the app reads, and then never
+    sends the body it announced. Without a read deadline the app would wait in
+    receive() forever and the connection would be held: here receive() returns
+    http.disconnect read_timeout seconds after the 100, the client gets 408, and
+    the connection closes."""
+    received: list[tuple[float, str]] = []
+
+    @http_only
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        received.append((trio.current_time(), message["type"]))
+
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+    async with open_test_client(app, Config(read_timeout=3, lifespan="off")) as client:
+        conn = await client.connect()
+        with trio.fail_after(30):
+            await conn.send_all(head)
+            start = trio.current_time()
+            data = await conn.receive_until_closed()
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 408 Request Timeout\r\n")
+    assert received == [(start + 3, "http.disconnect")]
+    assert error_records(caplog) == []
