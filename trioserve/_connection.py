@@ -252,11 +252,18 @@ class HTTPConnection:
     # -- the reader ----------------------------------------------------------------
 
     async def _reader(self) -> None:
-        receive_some = self._stream.receive_some
+        stream = self._stream
+        receive_some = stream.receive_some
+        # On a plain socket, wait for readability before reading: right after a
+        # request the next bytes are never there yet, and trying anyway costs a
+        # recv that fails with EAGAIN plus the exception trio makes of it.
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         while True:
             while self._pending_size >= READ_HIGH_WATER and not self._discarding:
                 await self._room_lot.park()
             try:
+                if sock is not None:
+                    await trio.lowlevel.wait_readable(sock)
                 data = await receive_some(READ_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
@@ -523,7 +530,8 @@ class _RequestCycle:
         self._start_time = time.perf_counter() if conn._server.access_log else 0.0
         self._error_status = 500
         self._failed = False
-        self._state_lot = trio.lowlevel.ParkingLot()
+        # Made only when receive() has to wait for the end of the request (rare).
+        self._state_lot: trio.lowlevel.ParkingLot | None = None
         self.expected_continue = self._proto.expects_continue
         self.sent_continue = False
         self.disconnected = False
@@ -538,7 +546,8 @@ class _RequestCycle:
             # client's business and must not be cancelled by its leaving.
             return
         self.disconnected = True
-        self._state_lot.unpark_all()
+        if self._state_lot is not None:
+            self._state_lot.unpark_all()
         if self.cancel_on_disconnect and self.app_scope is not None:
             self.cancelled_by_disconnect = True
             self.app_scope.cancel()
@@ -615,6 +624,8 @@ class _RequestCycle:
         if self._body_complete:
             # Nothing more will come but the end of the request: wait for it.
             while not self._request_over():
+                if self._state_lot is None:
+                    self._state_lot = trio.lowlevel.ParkingLot()
                 await self._state_lot.park()
             return _DISCONNECT
         if self._proto.expects_continue:
@@ -729,7 +740,8 @@ class _RequestCycle:
         self._bytes_sent += len(body)
         if not more_body:
             self._state = ResponseState.DONE
-            self._state_lot.unpark_all()
+            if self._state_lot is not None:
+                self._state_lot.unpark_all()
 
     def _head(self) -> bytes:
         conn = self._conn

@@ -261,7 +261,8 @@ class HTTP11Protocol:
         self._fed += len(data)
         raw = self._raw
         if raw is not None and len(raw) <= self._limits.max_head_size:
-            raw += data
+            # One byte past the limit is enough to know a head is too large.
+            raw += data[: self._limits.max_head_size + 1 - len(raw)]
         chunks = self._chunks
         if chunks is not None and not chunks.done:
             chunks.feed(data)
@@ -319,11 +320,13 @@ class HTTP11Protocol:
         # read is measured here, exactly (padding and all), as the bytes h11 consumed
         # since the previous request ended. Everything fed since then bounds that
         # from above, so the buffer is looked at only when the bound is over.
-        if self._fed - self._head_start > limits.max_head_size:
-            size = self._fed - len(self._conn.trailing_data[0]) - self._head_start
-            if size > limits.max_head_size:
-                raise RemoteProtocolError("Request head too large", 431)
         raw = self._raw
+        if self._fed - self._head_start > limits.max_head_size and raw is not None:
+            # The captured bytes start where this head starts; the head ends at the
+            # first empty line. Not found within limit + 1 bytes: too large.
+            end = _SAFE_HEAD_END.search(raw)
+            if end is None or end.end() > limits.max_head_size:
+                raise RemoteProtocolError("Request head too large", 431)
         self._raw = None
         headers = list(event.headers)
         chunked = _check_request(event, headers, raw, limits)
