@@ -7,12 +7,15 @@ hard-coded, so this works on a machine with a single Python installed.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
-LINT_PATHS = ("trioserve", "tests", "noxfile.py")
+LINT_PATHS = ("trioserve", "tests", "bench", "noxfile.py")
 
 # Modules whose coverage is held to a hard floor (comma-separated --include globs).
 CORE_MODULES = "trioserve/_connection.py,trioserve/protocol/*"
@@ -65,6 +68,25 @@ def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs; any warning fails the build."""
     session.install("-e", ".", "mkdocs>=1.6", "mkdocs-click>=0.8", "pymdown-extensions>=10")
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark trioserve against uvicorn and Hypercorn (see bench/README.md).
+
+    Not part of the default run. Needs wrk: installed with apt-get when nox runs as
+    root and it is missing; otherwise the session stops and prints the command.
+    Arguments after ``--`` go to bench/run.py, e.g. ``nox -s bench -- --reps 5``.
+    """
+    if shutil.which("wrk") is None:
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+            env = {"DEBIAN_FRONTEND": "noninteractive"}
+            session.run("apt-get", "update", "-qq", external=True, env=env)
+            session.run("apt-get", "install", "-y", "-qq", "wrk", external=True, env=env)
+        else:
+            session.error("wrk is not installed; install it with: sudo apt-get install -y wrk")
+    session.install("-e", ".", "uvicorn[standard]", "hypercorn")
+    session.run("python", "bench/run.py", *session.posargs)
 
 
 @nox.session

@@ -1,0 +1,1099 @@
+#!/usr/bin/env python3
+"""Benchmark trioserve against its peers, interleaved, in one run.
+
+    python bench/run.py                       # everything, 3 reps x 5 s
+    python bench/run.py --scenarios hello,pipelined --reps 5 --duration 10
+    python bench/run.py --servers trioserve,uvicorn-h11 --scenarios hello
+    python bench/run.py --list
+
+Each server runs as its own process pinned to core 0 (``taskset -c 0``); ``wrk``
+runs pinned to core 1 (``taskset -c 1 wrk -t1 -c64``). Every (repetition, scenario,
+server) gets a fresh server process on a free port, in the order
+
+    rep 1: scenario 1: A B C D E, scenario 2: A B C D E, ...   rep 2: ...
+
+so that drift of the machine hits all servers alike. Results: a markdown table on
+stdout and in ``bench/results/latest.md``; one JSON line per server x scenario x
+rep in ``bench/results/latest.jsonl`` (written as the run goes). See README.md.
+
+Standard library only. Needs ``wrk`` (Debian: ``apt-get install -y wrk``) and the
+servers under test importable by ``--python`` (default: this interpreter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+READY_TIMEOUT = 30.0  # seconds a server may take to accept connections
+KEEP_ALIVE = 60  # keep-alive timeout given to every server (idle_rss needs > a few s)
+
+# ----------------------------------------------------------------------------- servers
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    name: str
+    describe: str
+    argv: Callable[[str, str, int], list[str]]  # (python, app, port) -> argv
+    #: Scenarios it can run; None means all. The canned server cannot parse bodies.
+    scenarios: frozenset[str] | None = None
+
+
+SERVERS: dict[str, Server] = {
+    s.name: s
+    for s in [
+        Server(
+            "trioserve",
+            "trioserve (trio + h11)",
+            lambda py, app, port: [
+                py,
+                "-m",
+                "trioserve",
+                app,
+                "--bind",
+                f"{HOST}:{port}",
+                "--log-level",
+                "warning",
+                "--keep-alive-timeout",
+                str(KEEP_ALIVE),
+            ],
+        ),
+        Server(
+            "uvicorn-h11",
+            "uvicorn --http h11 --loop asyncio",
+            lambda py, app, port: [
+                py,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--http",
+                "h11",
+                "--loop",
+                "asyncio",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-keep-alive",
+                str(KEEP_ALIVE),
+            ],
+        ),
+        Server(
+            "uvicorn-httptools",
+            "uvicorn --http httptools --loop uvloop",
+            lambda py, app, port: [
+                py,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-keep-alive",
+                str(KEEP_ALIVE),
+            ],
+        ),
+        Server(
+            "hypercorn-trio",
+            "hypercorn -k trio (1 worker process)",
+            lambda py, app, port: [
+                py,
+                "-m",
+                "hypercorn",
+                "-k",
+                "trio",
+                "--bind",
+                f"{HOST}:{port}",
+                "--log-level",
+                "warning",
+                "--keep-alive",
+                str(KEEP_ALIVE),
+                app,
+            ],  # access log is off unless --access-logfile is given
+        ),
+        Server(
+            "canned-trio",
+            "plain trio, canned response, no parsing (ceiling)",
+            lambda py, app, port: [py, str(BENCH / "canned_trio.py"), "--bind", f"{HOST}:{port}"],
+            frozenset({"hello", "pipelined", "idle_rss", "startup"}),
+        ),
+    ]
+}
+
+# --------------------------------------------------------------------------- scenarios
+
+HELLO = b"Hello world!"
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    describe: str
+    app: str
+    kind: str = "wrk"  # wrk | idle_rss | startup
+    script: str | None = None  # bench/wrk/<script>
+    method: str = "GET"
+    body: bytes | None = None
+    expect: Callable[[bytes], bool] = lambda body: body == HELLO
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "hello",
+            "GET, 12 B body with Content-Length; p50/p99 from the same run",
+            "bench.apps.hello:app",
+        ),
+        Scenario(
+            "pipelined",
+            "hello, 16 requests pipelined per write",
+            "bench.apps.hello:app",
+            script="pipeline.lua",
+        ),
+        Scenario(
+            "post",
+            "POST 64 KiB, body read fully, length echoed",
+            "bench.apps.echo_len:app",
+            script="post.lua",
+            method="POST",
+            body=b"x" * 65536,
+            expect=lambda body: body == b"65536",
+        ),
+        Scenario(
+            "stream",
+            "100 x 1 KiB body messages, chunked",
+            "bench.apps.stream:app",
+            expect=lambda body: body == b"x" * 102400,
+        ),
+        Scenario(
+            "file",
+            "1 MiB file as 64 KiB body messages",
+            "bench.apps.file:chunks_app",
+            expect=lambda body: len(body) == MIB,
+        ),
+        Scenario(
+            "pathsend",
+            "1 MiB file via http.response.pathsend if advertised, else chunks",
+            "bench.apps.file:pathsend_app",
+            expect=lambda body: len(body) == MIB,
+        ),
+        Scenario(
+            "idle_rss",
+            "server RSS delta per idle keep-alive connection",
+            "bench.apps.hello:app",
+            kind="idle_rss",
+        ),
+        Scenario(
+            "startup", "process start to first 200 response", "bench.apps.hello:app", kind="startup"
+        ),
+    ]
+}
+
+# ------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every descendant of ``pid`` (from /proc; e.g. Hypercorn's worker)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def cpu_ticks() -> dict[str, tuple[int, int]]:
+    """Per CPU (``"0"``, ``"1"``, ...): (busy, total) jiffies from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *fields = line.split()
+                values = [int(v) for v in fields]
+                idle = values[3] + values[4]  # idle + iowait
+                out[name[3:]] = (sum(values[:8]) - idle, sum(values[:8]))
+    return out
+
+
+def busy_fraction(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], cpu: str
+) -> float:
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return busy / total if total else 0.0
+
+
+def wait_quiet(args: argparse.Namespace) -> float:
+    """Wait (at most ``--wait-quiet`` s) until the CPUs the run uses are idle; return
+    the busiest one's load over the last 0.5 s, as a fraction."""
+    cpus = [args.server_cpu, args.wrk_cpu] if args.pin else list(cpu_ticks())
+    deadline = time.monotonic() + args.wait_quiet
+    while True:
+        before = cpu_ticks()
+        time.sleep(0.5)
+        after = cpu_ticks()
+        busiest = max(busy_fraction(before, after, c) for c in cpus if c in after)
+        if busiest <= args.quiet_threshold or time.monotonic() >= deadline:
+            return busiest
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def tree_sockets(pid: int) -> int:
+    count = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{p}/fd/{fd}").startswith("socket:"):
+                        count += 1
+    return count
+
+
+class ServerProcess:
+    """One server process, pinned, logging to a file; stopped by PID."""
+
+    def __init__(self, server: Server, app: str, args: argparse.Namespace, log_dir: Path):
+        self.server = server
+        self.port = free_port()
+        argv = server.argv(args.python, app, self.port)
+        if args.pin:
+            argv = ["taskset", "-c", args.server_cpu, *argv]
+        self.argv = argv
+        self.log_path = log_dir / f"{server.name}.log"
+        env = dict(os.environ)
+        # Let every server cache its bytecode, as it would when deployed: otherwise
+        # startup times measure the compiler for whichever package has no .pyc yet.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log.write(f"\n=== {' '.join(argv)}\n".encode())
+        self._log.flush()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid  # taskset execs the server: same PID
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.server.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                + tail(self.log_path)
+            )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Poll the port (bounded) until it accepts a connection."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.server.name} not ready in {timeout} s") from None
+                time.sleep(0.01)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; children (by PID) likewise."""
+        pids = descendants(self.pid)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                for pid in [self.pid, *pids]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.wait()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for pid in pids:  # reparented children, if the parent left them behind
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._log.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def http_request(
+    port: int, method: str = "GET", body: bytes | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        conn.request(method, "/", body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def verify(proc: ServerProcess, scenario: Scenario) -> dict[str, Any]:
+    """One request checked by Python before the load: status, body, and (pathsend)
+    whether the app saw the extension advertised."""
+    status, headers, body = http_request(proc.port, scenario.method, scenario.body)
+    if status != 200 or not scenario.expect(body):
+        raise RuntimeError(
+            f"{proc.server.name}/{scenario.name}: bad response {status}, {len(body)} B: {body[:80]!r}"
+        )
+    info: dict[str, Any] = {"response_bytes": len(body)}
+    if "x-bench-pathsend" in headers:
+        info["pathsend_used"] = headers["x-bench-pathsend"] == "1"
+    return info
+
+
+# ------------------------------------------------------------------------------ wrk
+
+
+def wrk_script(scenario: Scenario, tmp: Path) -> Path:
+    """The scenario's script with report.lua appended (prints a BENCH_JSON line)."""
+    parts = []
+    if scenario.script:
+        parts.append((BENCH / "wrk" / scenario.script).read_text())
+    parts.append((BENCH / "wrk" / "report.lua").read_text())
+    path = tmp / f"{scenario.name}.lua"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def run_wrk(
+    args: argparse.Namespace, port: int, script: Path, duration: int, latency: bool
+) -> dict[str, Any]:
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
+    if latency:
+        argv.append("--latency")
+    argv.append(f"http://{HOST}:{port}/")
+    if args.pin:
+        argv = ["taskset", "-c", args.wrk_cpu, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            result: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
+            result["wrk_output"] = out.stdout
+            return result
+    raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+
+
+def measure_wrk(
+    proc: ServerProcess, scenario: Scenario, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    record = verify(proc, scenario)
+    script = wrk_script(scenario, tmp)
+    if args.warmup > 0:
+        run_wrk(args, proc.port, script, args.warmup, latency=False)
+    cpu0, ticks0, t0 = tree_cpu_seconds(proc.pid), cpu_ticks(), time.monotonic()
+    result = run_wrk(args, proc.port, script, args.duration, latency=scenario.name == "hello")
+    cpu1, ticks1, t1 = tree_cpu_seconds(proc.pid), cpu_ticks(), time.monotonic()
+    proc.check_alive()
+    if args.pin and args.server_cpu in ticks1:
+        # The server is pinned there: whatever else kept that CPU busy was interference.
+        busy = busy_fraction(ticks0, ticks1, args.server_cpu)
+        record["server_cpu_other_load"] = max(0.0, busy - (cpu1 - cpu0) / (t1 - t0))
+        record["wrk_cpu_load"] = busy_fraction(ticks0, ticks1, args.wrk_cpu)
+    seconds = result["duration_us"] / 1e6
+    requests = result["requests"]
+    lat = result["latency_us"]
+    record.update(
+        req_per_s=requests / seconds if seconds else 0.0,
+        requests=requests,
+        duration_s=seconds,
+        mib_per_s=result["bytes"] / seconds / MIB if seconds else 0.0,
+        errors=result["errors"],
+        error_count=sum(result["errors"].values()),
+        cpu_us_per_req=(cpu1 - cpu0) * 1e6 / requests if requests else None,
+        server_cpu_util=(cpu1 - cpu0) / seconds if seconds else None,
+        rss_after_kib=tree_rss_kib(proc.pid),
+    )
+    if not scenario.script or scenario.script != "pipeline.lua":
+        # wrk times a pipelined batch, not a request: no latency for that scenario.
+        record.update(
+            latency_p50_ms=lat["p50"] / 1000,
+            latency_p99_ms=lat["p99"] / 1000,
+            latency_max_ms=lat["max"] / 1000,
+        )
+    if args.keep_wrk_output:
+        record["wrk_output"] = result["wrk_output"]
+    return record
+
+
+# -------------------------------------------------------------------- idle RSS, startup
+
+IDLE_REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+
+
+async def _idle_connections(port: int, count: int, pid: int, settle: float) -> dict[str, Any]:
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(IDLE_REQUEST)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        return writer  # kept open: an idle keep-alive connection
+
+    writers: list[asyncio.StreamWriter] = []
+    await asyncio.sleep(settle)
+    rss0, sockets0 = tree_rss_kib(pid), tree_sockets(pid)
+    try:
+        batch = 100
+        for start in range(0, count, batch):
+            writers += await asyncio.gather(*(one() for _ in range(min(batch, count - start))))
+        await asyncio.sleep(settle)
+        rss1, sockets1 = tree_rss_kib(pid), tree_sockets(pid)
+    finally:
+        for writer in writers:
+            writer.close()
+        for writer in writers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return {
+        "connections": count,
+        "rss_before_kib": rss0,
+        "rss_after_kib": rss1,
+        "server_sockets_delta": sockets1 - sockets0,
+        "kib_per_conn": (rss1 - rss0) / count,
+    }
+
+
+def measure_idle_rss(
+    proc: ServerProcess, scenario: Scenario, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    record = verify(proc, scenario)
+    for _ in range(20):  # a few requests first, so lazily built state is in the baseline
+        http_request(proc.port)
+    record.update(
+        asyncio.run(_idle_connections(proc.port, args.idle_connections, proc.pid, settle=1.0))
+    )
+    proc.check_alive()
+    return record
+
+
+def measure_startup(
+    server: Server, scenario: Scenario, args: argparse.Namespace, log_dir: Path
+) -> dict[str, Any]:
+    samples = []
+    for _ in range(args.startup_samples):
+        proc = ServerProcess(server, scenario.app, args, log_dir)
+        try:
+            deadline = proc.started + READY_TIMEOUT
+            while True:
+                proc.check_alive()
+                try:
+                    status, _, body = http_request(proc.port, timeout=READY_TIMEOUT)
+                except OSError:
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(
+                            f"{server.name}: no response in {READY_TIMEOUT} s"
+                        ) from None
+                    time.sleep(0.002)
+                    continue
+                if status == 200 and body == HELLO:
+                    break
+                raise RuntimeError(f"{server.name}: first response {status} {body[:80]!r}")
+            samples.append((time.perf_counter() - proc.started) * 1000)
+        finally:
+            proc.stop()
+    return {"startup_ms": statistics.median(samples), "startup_samples_ms": samples}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    probe = (
+        "import json, sys, platform\n"
+        "from importlib.metadata import version\n"
+        "v = {}\n"
+        "for p in ['trioserve', 'trio', 'h11', 'uvicorn', 'httptools', 'uvloop', 'hypercorn']:\n"
+        "    try: v[p] = version(p)\n"
+        "    except Exception: v[p] = None\n"
+        "print(json.dumps({'python': platform.python_version(), "
+        "'implementation': platform.python_implementation(), 'packages': v}))\n"
+    )
+    py = json.loads(
+        subprocess.run(
+            [args.python, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    git = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": f"{py['implementation']} {py['python']}",
+        "packages": py["packages"],
+        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
+        "git": git or None,
+        "loadavg_at_start": os.getloadavg(),
+        "pinning": (
+            f"servers on CPU {args.server_cpu}, wrk on CPU {args.wrk_cpu}" if args.pin else "none"
+        ),
+        "settings": {
+            "reps": args.reps,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "idle_connections": args.idle_connections,
+            "startup_samples": args.startup_samples,
+            "keep_alive_timeout_s": KEEP_ALIVE,
+            "wait_quiet_s": args.wait_quiet,
+            "quiet_threshold": args.quiet_threshold,
+        },
+    }
+
+
+def run_one(
+    server: Server, scenario: Scenario, args: argparse.Namespace, tmp: Path, log_dir: Path
+) -> dict[str, Any]:
+    if scenario.kind == "startup":
+        return measure_startup(server, scenario, args, log_dir)
+    proc = ServerProcess(server, scenario.app, args, log_dir)
+    try:
+        proc.wait_ready()
+        if scenario.kind == "idle_rss":
+            return measure_idle_rss(proc, scenario, args, tmp)
+        return measure_wrk(proc, scenario, args, tmp)
+    finally:
+        proc.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Servers: " + ", ".join(SERVERS) + "\nScenarios: " + ", ".join(SCENARIOS),
+    )
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of wrk before each (0: none)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument("--idle-connections", type=int, default=1000)
+    parser.add_argument("--startup-samples", type=int, default=3, help="starts per rep")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--wrk-cpu", default="1")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="before each sample, wait up to this many seconds for the "
+        "CPUs in use to be idle (default 30; 0: do not wait)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.10,
+        help="'idle' means at most this busy fraction (default 0.10)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    parser.add_argument("--name", default="latest", help="basename of the result files")
+    parser.add_argument("--keep-wrk-output", action="store_true", help="store wrk's text in JSON")
+    parser.add_argument("--list", action="store_true", help="list servers and scenarios")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSONL",
+        help="print the markdown report of an earlier run's JSON lines, and exit",
+    )
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for s in SERVERS.values():
+            print(f"server   {s.name:18} {s.describe}")
+        for sc in SCENARIOS.values():
+            print(f"scenario {sc.name:18} {sc.describe}")
+        return 0
+    if args.render:
+        earlier = [json.loads(line) for line in args.render.read_text().splitlines() if line]
+        seen_servers = {r["server"] for r in earlier}
+        seen_scenarios = {r["scenario"] for r in earlier}
+        print(
+            render(
+                earlier,
+                earlier[0]["machine"],
+                [s for s in SERVERS.values() if s.name in seen_servers],
+                [sc for sc in SCENARIOS.values() if sc.name in seen_scenarios],
+            )
+        )
+        return 0
+    servers = [SERVERS[n] for n in _names(args.servers, SERVERS, "server")]
+    scenarios = [SCENARIOS[n] for n in _names(args.scenarios, SCENARIOS, "scenario")]
+    if shutil.which("wrk") is None:
+        print("wrk not found. On Debian/Ubuntu: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    if args.pin and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
+        print("warning: no taskset or fewer than 2 CPUs; running unpinned", file=sys.stderr)
+        args.pin = False
+    _raise_fd_limit(args.idle_connections + 512)
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl_path = args.out_dir / f"{args.name}.jsonl"
+    md_path = args.out_dir / f"{args.name}.md"
+    tmp = Path(tempfile.mkdtemp(prefix="trioserve-bench-"))
+    log_dir = tmp / "logs"
+    log_dir.mkdir()
+    machine = machine_info(args)
+    print(f"# trioserve bench, {machine['date']}; server logs in {log_dir}", file=sys.stderr)
+
+    # Smoke test and bytecode priming: every server once, before anything is timed.
+    broken: dict[str, str] = {}
+    for server in servers:
+        try:
+            proc = ServerProcess(server, SCENARIOS["hello"].app, args, log_dir)
+            try:
+                proc.wait_ready()
+                verify(proc, SCENARIOS["hello"])
+            finally:
+                proc.stop()
+        except Exception as exc:  # reported; the server is skipped
+            broken[server.name] = str(exc)
+            print(f"! {server.name} does not work, skipped: {exc}", file=sys.stderr)
+
+    records: list[dict[str, Any]] = []
+    runs = [
+        (sc, sv)
+        for sc in scenarios
+        for sv in servers
+        if sv.scenarios is None or sc.name in sv.scenarios
+    ]
+    with open(jsonl_path, "w") as jsonl:
+        for rep in range(1, args.reps + 1):
+            for scenario, server in runs:
+                base = {
+                    "date": machine["date"],
+                    "rep": rep,
+                    "server": server.name,
+                    "scenario": scenario.name,
+                }
+                if server.name in broken:
+                    record = {**base, "error": broken[server.name]}
+                else:
+                    background = wait_quiet(args)
+                    load = os.getloadavg()[0]
+                    try:
+                        record = {**base, **run_one(server, scenario, args, tmp, log_dir)}
+                    except Exception as exc:  # recorded; the run goes on
+                        record = {**base, "error": f"{type(exc).__name__}: {exc}"}
+                    record["loadavg_1m_before"] = load
+                    record["background_load_before"] = background
+                record["machine"] = machine
+                records.append(record)
+                jsonl.write(json.dumps(record) + "\n")
+                jsonl.flush()
+                print(
+                    f"rep {rep} {scenario.name:9} {server.name:18} {_brief(record)}",
+                    file=sys.stderr,
+                )
+
+    markdown = render(records, machine, servers, scenarios)
+    md_path.write_text(markdown)
+    print(markdown)
+    print(f"(written to {md_path} and {jsonl_path})", file=sys.stderr)
+    if any("error" in r for r in records):
+        print(f"server logs kept in {log_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _names(spec: str, known: dict[str, Any], what: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for n in names:
+        if n not in known:
+            raise SystemExit(f"unknown {what} {n!r}; known: {', '.join(known)}")
+    return names
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))  # inherited by the servers
+
+
+def _brief(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return "ERROR " + str(r["error"]).splitlines()[0]
+    if "req_per_s" in r:
+        s = f"{r['req_per_s']:9.0f} req/s"
+        if r.get("latency_p99_ms") is not None:
+            s += f"  p99 {r['latency_p99_ms']:.2f} ms"
+        if r.get("cpu_us_per_req"):
+            s += f"  {r['cpu_us_per_req']:.0f} us/req"
+        if r.get("server_cpu_other_load") is not None:
+            s += f"  other load on server CPU {r['server_cpu_other_load']:.0%}"
+        if r["error_count"]:
+            s += f"  errors {r['errors']}"
+        return s
+    if "kib_per_conn" in r:
+        return f"{r['kib_per_conn']:.1f} KiB/conn ({r['server_sockets_delta']} sockets)"
+    return f"{r['startup_ms']:.0f} ms"
+
+
+# ----------------------------------------------------------------------------- report
+
+#: (column title, scenario, record key, format, higher is better)
+COLUMNS = [
+    ("hello req/s", "hello", "req_per_s", "{:,.0f}", True),
+    ("hello CPU µs/req", "hello", "cpu_us_per_req", "{:.1f}", False),
+    ("p50 ms", "hello", "latency_p50_ms", "{:.2f}", False),
+    ("p99 ms", "hello", "latency_p99_ms", "{:.2f}", False),
+    ("pipelined x16 req/s", "pipelined", "req_per_s", "{:,.0f}", True),
+    ("POST 64 KiB req/s", "post", "req_per_s", "{:,.0f}", True),
+    ("stream 100 x 1 KiB req/s", "stream", "req_per_s", "{:,.0f}", True),
+    ("1 MiB file chunks req/s", "file", "req_per_s", "{:,.0f}", True),
+    ("1 MiB pathsend req/s", "pathsend", "req_per_s", "{:,.0f}", True),
+    ("KiB per idle conn", "idle_rss", "kib_per_conn", "{:.1f}", False),
+    ("startup ms", "startup", "startup_ms", "{:.0f}", False),
+]
+PEERS = ("uvicorn-h11", "hypercorn-trio")
+TIMES, DASH = "\N{MULTIPLICATION SIGN}", "\N{EN DASH}"
+#: A sample is marked † when other processes used more than this of the server's CPU.
+NOISE_LIMIT = 0.05
+
+
+def _values(records: list[dict[str, Any]], server: str, scenario: str, key: str) -> list[float]:
+    return [
+        r[key]
+        for r in records
+        if r["server"] == server and r["scenario"] == scenario and r.get(key) is not None
+    ]
+
+
+def _errors(records: list[dict[str, Any]], server: str, scenario: str) -> list[str]:
+    out = []
+    for r in records:
+        if r["server"] != server or r["scenario"] != scenario:
+            continue
+        if "error" in r:
+            out.append(f"rep {r['rep']}: {r['error'].splitlines()[0]}")
+        elif r.get("error_count"):
+            bad = {k: v for k, v in r["errors"].items() if v}
+            out.append(f"rep {r['rep']}: wrk errors {bad} of {r['requests']} requests")
+    return out
+
+
+def render(
+    records: list[dict[str, Any]],
+    machine: dict[str, Any],
+    servers: list[Server],
+    scenarios: list[Scenario],
+) -> str:
+    names = [s.name for s in servers]
+    wanted = {s.name for s in scenarios}
+    columns = [c for c in COLUMNS if c[1] in wanted]
+    pk = machine["packages"]
+    out = [
+        "## trioserve benchmark",
+        "",
+        f"- date: {machine['date']}; git: {machine['git']}",
+        f"- machine: {machine['nproc']} CPUs, {machine['cpu']}, Linux {machine['kernel']}, "
+        f"load average at start {machine['loadavg_at_start'][0]:.2f}",
+        f"- python: {machine['python']}; " + ", ".join(f"{k} {v}" for k, v in pk.items() if v),
+        f"- load: {machine['wrk']}, `wrk -t1 -c{machine['settings']['connections']}`, "
+        f"{machine['settings']['warmup_s']:g} s warm-up + {machine['settings']['duration_s']:g} s "
+        f"measured; pinning: {machine['pinning']}",
+        f"- {machine['settings']['reps']} interleaved repetitions; cells are "
+        "**median (min\N{EN DASH}max)**; a fresh server process for every cell sample",
+        "",
+    ]
+    table: dict[tuple[str, str], float] = {}
+    flagged: list[tuple[str, str, str]] = []
+    noisy: list[str] = []
+    groups = [
+        ("Throughput, requests per second", [c for c in columns if c[2] == "req_per_s"]),
+        ("CPU, latency, memory, startup", [c for c in columns if c[2] != "req_per_s"]),
+    ]
+    for heading, group in groups:
+        if not group:
+            continue
+        out += [
+            f"### {heading}",
+            "",
+            "| server | " + " | ".join(c[0] for c in group) + " |",
+            "|---|" + "---|" * len(group),
+        ]
+        for name in names:
+            cells = []
+            for title, scenario, key, fmt, _ in group:
+                values = _values(records, name, scenario, key)
+                errs = _errors(records, name, scenario)
+                if not values:
+                    cells.append("failed" if errs else "—")
+                    continue
+                med = statistics.median(values)
+                table[(name, title)] = med
+                cell = fmt.format(med)
+                if len(values) > 1:
+                    cell += f" ({fmt.format(min(values))}{DASH}{fmt.format(max(values))})"
+                if errs:
+                    cell += " ⚠"
+                    if (name, scenario) not in {(f[0], f[1]) for f in flagged}:
+                        flagged += [(name, scenario, e) for e in errs]
+                other = [
+                    r
+                    for r in records
+                    if r["server"] == name
+                    and r["scenario"] == scenario
+                    and (r.get("server_cpu_other_load") or 0) > NOISE_LIMIT
+                ]
+                if other:
+                    cell += " †"
+                    line = f"{name} / {scenario}: " + ", ".join(
+                        f"rep {r['rep']} {r['server_cpu_other_load']:.0%}" for r in other
+                    )
+                    if line not in noisy:
+                        noisy.append(line)
+                cells.append(cell)
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+
+    peers = [p for p in PEERS if p in names]
+    if peers:
+        out += [
+            "### Ratios to the peers (medians of this run)",
+            "",
+            "Each cell: server ÷ "
+            + " and ÷ ".join(f"`{p}`" for p in peers)
+            + ". Throughput: higher is better; CPU, latency, RSS and startup: lower is better.",
+            "",
+        ]
+        for _, group in groups:
+            if not group:
+                continue
+            out += [
+                "| server | " + " | ".join(c[0] for c in group) + " |",
+                "|---|" + "---|" * len(group),
+            ]
+            for name in names:
+                cells = []
+                for title, *_ in group:
+                    parts = []
+                    for peer in peers:
+                        a, b = table.get((name, title)), table.get((peer, title))
+                        parts.append(f"{a / b:.2f}{TIMES}" if a is not None and b else "—")
+                    cells.append(" / ".join(parts))
+                out.append(f"| {name} | " + " | ".join(cells) + " |")
+            out.append("")
+
+    out += _targets(table, records, names)
+    pathsend = [r for r in records if r["scenario"] == "pathsend" and "pathsend_used" in r]
+    if pathsend:
+        used: dict[str, set[bool]] = {}
+        for r in pathsend:
+            used.setdefault(r["server"], set()).add(r["pathsend_used"])
+        out += ["### http.response.pathsend", ""]
+        for name in names:
+            if name in used:
+                how = (
+                    "used"
+                    if used[name] == {True}
+                    else (
+                        "not advertised: the app fell back to body chunks"
+                        if used[name] == {False}
+                        else "mixed"
+                    )
+                )
+                out.append(f"- {name}: {how}")
+        out.append("")
+    if flagged:
+        out += ["### Errors (⚠)", ""] + [f"- {n} / {sc}: {e}" for n, sc, e in flagged] + [""]
+    if noisy:
+        out += [
+            "### Interference (†)",
+            "",
+            f"Samples during which other processes kept the server's CPU more than "
+            f"{NOISE_LIMIT:.0%} busy (that CPU's busy time minus the server's own):",
+            "",
+            *[f"- {line}" for line in noisy],
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _targets(
+    table: dict[tuple[str, str], float], records: list[dict[str, Any]], names: list[str]
+) -> list[str]:
+    """Issue 5's targets for trioserve, checked against this run's medians."""
+    if "trioserve" not in names:
+        return []
+    rows = []
+
+    def ratio(title: str, peer: str) -> float | None:
+        a, b = table.get(("trioserve", title)), table.get((peer, title))
+        return a / b if a is not None and b else None
+
+    def add(what: str, value: float | None, goal: float, higher: bool, note: str = "") -> None:
+        if value is None:
+            rows.append(f"| {what} | — | {'≥' if higher else '≤'} {goal:g} | not measured {note}|")
+            return
+        ok = value >= goal if higher else value <= goal
+        rows.append(
+            f"| {what} | {value:.2f} | {'≥' if higher else '≤'} {goal:g} | "
+            f"{'met' if ok else 'not met'} {note}|"
+        )
+
+    add("hello ÷ uvicorn-h11", ratio("hello req/s", "uvicorn-h11"), 1.3, True)
+    add("hello ÷ hypercorn-trio", ratio("hello req/s", "hypercorn-trio"), 6, True)
+    add("pipelined ÷ uvicorn-h11", ratio("pipelined x16 req/s", "uvicorn-h11"), 1.5, True)
+    add("POST 64 KiB ÷ uvicorn-h11", ratio("POST 64 KiB req/s", "uvicorn-h11"), 1.2, True)
+    add("p99 ÷ uvicorn-h11's", ratio("p99 ms", "uvicorn-h11"), 1.0, False)
+    add("RSS per idle conn ÷ uvicorn-h11's", ratio("KiB per idle conn", "uvicorn-h11"), 1.0, False)
+    used = {
+        r.get("pathsend_used")
+        for r in records
+        if r["server"] == "trioserve" and r["scenario"] == "pathsend" and "error" not in r
+    }
+    a = table.get(("trioserve", "1 MiB pathsend req/s"))
+    b = table.get(("trioserve", "1 MiB file chunks req/s"))
+    note = "" if used == {True} else "(pathsend not advertised; fallback to chunks) "
+    add(
+        "pathsend ÷ file chunks (trioserve)",
+        a / b if a and b and used == {True} else None,
+        2,
+        True,
+        note,
+    )
+    return [
+        "### Issue 5 targets for trioserve",
+        "",
+        "| target | this run | goal | |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Regression guard for the per-request cost, counted rather than timed.
+
+A trio Instrument counts the scheduling steps of the server's connection tasks
+(the request cycle and the reader) while one client makes keep-alive requests
+over in-memory streams. The count is deterministic, and every extra checkpoint,
+task hand-off, spawned task or write per request shows in it, so a change that
+makes a request cost more scheduling work fails here, in the default run, without
+a single timing. The benchmark (``nox -s bench``) measures the time itself.
+
+If a change lowers the count, lower the expected number with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from trioserve import Config
+from trioserve.testing import open_test_client
+
+REQUESTS = 50
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts task steps of the server's per-connection tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        # The connection task (running HTTPConnection.run via the serve handler)
+        # and its reader task.
+        if task.name.endswith(("._reader", ".handle")):
+            self.steps += 1
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"12")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Hello world!"})
+
+
+async def steps_per_request(method: str, body: bytes) -> float:
+    counter = StepCounter()
+    async with open_test_client(hello, Config(lifespan="off")) as client:
+        conn = await client.connect()
+        await conn.request(method, "/", body=body)  # warm-up: connection set up
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for _ in range(REQUESTS):
+                response = await conn.request(method, "/", body=body)
+                assert response.status == 200
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        await conn.aclose()
+    return counter.steps / REQUESTS
+
+
+# Per request, measured by tracing each step's innermost frame:
+# - the reader wakes from its lot with the bytes (1) and goes through the two
+#   checkpoints of the in-memory stream's receive_some (2) before it parks again;
+# - the request cycle wakes with the request (1), runs the app inline (no task),
+#   and writes head and body in ONE send_all, whose in-memory implementation has
+#   two checkpoints (2), then parks for the next request.
+# A second write per response, a task per request or an extra checkpoint in the
+# request path each add at least one step.
+STEPS_PER_REQUEST = 6
+
+
+async def test_keep_alive_get_costs_a_fixed_number_of_server_task_steps() -> None:
+    assert await steps_per_request("GET", b"") == STEPS_PER_REQUEST
+
+
+async def test_keep_alive_post_costs_the_same_steps_as_a_get() -> None:
+    # The body comes in the same write as the head: receive() finds it buffered
+    # and returns it whole with more_body=False, without a wait or a checkpoint.
+    assert await steps_per_request("POST", b"x" * 1000) == STEPS_PER_REQUEST
