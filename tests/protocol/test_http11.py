@@ -543,3 +543,69 @@ def test_error_response_503() -> None:
 )
 def test_error_body(status: int, text: bytes) -> None:
     assert error_body(status) == text
+
+
+# -- response framing rules (h11's, as trioserve relies on them) ---------------------
+
+GET_10 = b"GET / HTTP/1.0\r\n\r\n"
+
+
+def test_http10_client_gets_a_close_delimited_body_even_if_the_app_asks_for_chunked() -> None:
+    proto = fed(GET_10)
+    events(proto)
+    head = proto.response_head(200, [(b"transfer-encoding", b"chunked")])
+    assert head == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+    assert proto.response_body(b"abc") == b"abc"  # no chunk framing for 1.0
+    assert proto.response_end() == b""
+    assert not proto.keep_alive
+
+
+def test_chunked_from_the_app_wins_over_its_content_length() -> None:
+    proto = fed(GET)
+    events(proto)
+    head = proto.response_head(200, [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")])
+    assert head == b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    assert proto.response_body(b"abcdef") == b"6\r\nabcdef\r\n"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"2"), (b"content-length", b"3")],
+        [(b"content-length", b"-1")],
+        [(b"content-length", b"0x10")],
+        [(b"transfer-encoding", b"gzip")],
+        [(b"bad name", b"v")],
+        [(b"", b"v")],
+    ],
+)
+def test_response_headers_that_cannot_be_sent_are_refused(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    proto = fed(GET)
+    events(proto)
+    with pytest.raises(LocalProtocolError):
+        proto.response_head(200, headers)
+    # Nothing was written, so the client can still be told 500.
+    assert proto.error_response(500, []).startswith(b"HTTP/1.1 500 ")
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodyless_statuses_get_no_framing(status: int) -> None:
+    proto = fed(GET)
+    events(proto)
+    head = proto.response_head(status, [])
+    assert b"transfer-encoding" not in head
+    assert b"content-length" not in head
+    assert proto.response_body(b"") == b""
+    assert proto.response_end() == b""
+    assert proto.keep_alive
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodyless_statuses_refuse_a_body(status: int) -> None:
+    proto = fed(GET)
+    events(proto)
+    proto.response_head(status, [])
+    with pytest.raises(LocalProtocolError, match="Too much data"):
+        proto.response_body(b"x")
