@@ -1,6 +1,7 @@
 """trioserve: an ASGI server built on trio's structured concurrency.
 
-Public API: :func:`serve`, :class:`Config` and the exception classes. Testing
+Public API: :func:`serve`, :class:`Config`, :func:`load_config` (a Hypercorn-style
+configuration file or object) and the exception classes. Testing
 helpers live in :mod:`trioserve.testing`.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import typing
 
-from ._config import Config
+from ._config import Config, load_config
 from ._errors import (
     AppLoadError,
     BindError,
@@ -37,6 +38,7 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "TrioserveError",
+    "load_config",
     "serve",
 ]
 
