@@ -140,6 +140,9 @@ class ServerState:
         self.shutdown_requested = shutdown_requested
         #: Connections open now; only :meth:`begin_shutdown` walks it.
         self.connections: set[HTTPConnection] = set()
+        #: Scopes of TLS handshakes in progress; shutdown drops them, since a
+        #: connection that only now completes its handshake would be idle anyway.
+        self.handshakes: set[trio.CancelScope] = set()
         self.active_requests = 0
         self.requests_started = 0
         self.shutting_down = False
@@ -177,6 +180,8 @@ class ServerState:
         self.shutting_down = True
         for connection in list(self.connections):
             connection.shutdown_nowait()
+        for handshake in self.handshakes:
+            handshake.cancel()
 
 
 class HTTPConnection:

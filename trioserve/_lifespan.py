@@ -82,16 +82,16 @@ class Lifespan:
         self._phase = "shutdown"
         self._answered = trio.Event()
         self._shutdown_requested.set()
+        # One deadline for the whole phase: the answer, then the app's return.
         with trio.move_on_after(self._config.shutdown_timeout) as timeout:
             await self._answered.wait()
-        if timeout.cancelled_caught:
+            if self._failure is not None:
+                error_logger.error("Lifespan shutdown failed: %s", self._failure)
+            await self._finished.wait()
+        if timeout.cancelled_caught and not self._answered.is_set():
             error_logger.error(
                 "Lifespan shutdown did not finish within %gs", self._config.shutdown_timeout
             )
-        elif self._failure is not None:
-            error_logger.error("Lifespan shutdown failed: %s", self._failure)
-        with trio.move_on_after(self._config.shutdown_timeout):
-            await self._finished.wait()
         self._cancel()
 
     def _cancel(self) -> None:

@@ -170,8 +170,6 @@ async def _serve_connections(
 ) -> None:
     shutdown = trio.Event()
     server = ServerState(app, config, lifespan_state, shutdown)
-    #: Cancel scopes of the TLS handshakes in progress, cancelled at shutdown.
-    handshakes: set[trio.CancelScope] = set()
 
     async def handle(
         stream: trio.abc.Stream, client: Address | None, local: ServerAddress | None
@@ -193,11 +191,11 @@ async def _serve_connections(
             with trio.move_on_after(config.ssl_handshake_timeout) as scope:
                 # Also cancelled when shutdown begins: a connection that only now
                 # completed its handshake would be closed as idle at once anyway.
-                handshakes.add(scope)
+                server.handshakes.add(scope)
                 try:
                     extension = await tls_handshake(stream, listener.tls, client)
                 finally:
-                    handshakes.discard(scope)
+                    server.handshakes.discard(scope)
             if scope.cancelled_caught and not server.shutting_down:
                 logger.debug(
                     "TLS handshake with %s not done after %gs; dropping it",
@@ -241,8 +239,6 @@ async def _serve_connections(
                 await trio.aclose_forcefully(listener)
         logger.info("Shutting down: waiting up to %gs for requests", config.graceful_timeout)
         server.begin_shutdown()
-        for handshake in handshakes:
-            handshake.cancel()
         connection_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
     if connection_nursery.cancel_scope.cancelled_caught:
         logger.warning("Graceful shutdown timed out; cancelled the remaining connections")

@@ -111,7 +111,8 @@ def build_http_scope(
     return scope
 
 
-def _bad(message: Mapping[str, Any], state: ResponseState) -> LocalProtocolError:
+def bad_message(message: Mapping[str, Any], state: ResponseState) -> LocalProtocolError:
+    """The error for a message that has no place in the response's current state."""
     kind = message.get("type")
     return LocalProtocolError(
         f"Unexpected ASGI message {kind!r} in response state {state.value}: "
@@ -132,7 +133,7 @@ def check_response_start(
       LocalProtocolError: wrong state, bad status, or malformed headers.
     """
     if state is not ResponseState.START:
-        raise _bad(message, state)
+        raise bad_message(message, state)
     status = message.get("status")
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise LocalProtocolError(
@@ -165,7 +166,7 @@ def check_response_body(message: Mapping[str, Any], state: ResponseState) -> tup
       LocalProtocolError: wrong state or a body that is not bytes.
     """
     if state is not ResponseState.BODY:
-        raise _bad(message, state)
+        raise bad_message(message, state)
     body = message.get("body", b"")
     if not isinstance(body, bytes):
         if isinstance(body, (bytearray, memoryview)):
@@ -175,8 +176,3 @@ def check_response_body(message: Mapping[str, Any], state: ResponseState) -> tup
                 f"http.response.body 'body' must be bytes, got {type(body).__name__}"
             )
     return body, bool(message.get("more_body", False))
-
-
-def bad_message(message: Mapping[str, Any], state: ResponseState) -> LocalProtocolError:
-    """The error for a message type that has no place in an HTTP response."""
-    return _bad(message, state)
