@@ -19,6 +19,7 @@ from ._events import RequestHead
 __all__ = [
     "ASGI_VERSION",
     "ResponseState",
+    "bad_message",
     "build_http_scope",
     "check_response_body",
     "check_response_start",
