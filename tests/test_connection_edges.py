@@ -25,6 +25,7 @@ real-socket tests wait on events under ``trio.fail_after`` hang guards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -708,3 +709,55 @@ async def test_lingering_close_ends_although_client_keeps_sending() -> None:
     assert data.endswith(b"\r\n\r\nbye")
     [failed] = failed_at
     assert failed - eof_at >= 1.5, "the server did not drain the client's bytes"
+
+
+# -- the write deadline on a real socket ---------------------------------------------
+
+
+async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a plain socket the server writes to the file descriptor itself and waits
+    (under ``write_timeout``) only for what the kernel does not take at once. A
+    client with a small receive buffer that never reads: the socket buffers fill,
+    a write is left waiting, and after write_timeout=0.5 the app's send() raises
+    ClientDisconnected and the connection is closed. A fast path that spun on
+    EAGAIN, or waited without the deadline, would keep the app blocked until the
+    hang guard; one that buffered would let the app send all 4,096 chunks."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    outcome: list[tuple[int, BaseException]] = []
+    app_done = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+        try:
+            await send(start(200, [(b"content-length", b"%d" % (4096 * 65536))]))
+            for _ in range(4096):
+                await send(body(b"d" * 65536, more=True))
+                sent += 1
+        except BaseException as exc:
+            outcome.append((sent, exc))
+            raise
+        finally:
+            app_done.set()
+
+    config = Config(lifespan="off", write_timeout=0.5)
+    async with open_test_server(app, config) as server:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with trio.fail_after(20):
+            await sock.connect(("127.0.0.1", server.port))
+            async with trio.SocketStream(sock) as stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                await app_done.wait()
+                # The server closed the connection: the client reads what the
+                # kernel buffered, then EOF (or a reset for the unread rest).
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await stream.receive_some(1 << 20):
+                        pass
+    assert len(outcome) == 1
+    sent, exc = outcome[0]
+    assert isinstance(exc, trioserve.ClientDisconnected)
+    assert "in time" in str(exc)
+    assert sent < 4096
+    assert error_records(caplog) == []

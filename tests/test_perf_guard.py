@@ -1,11 +1,12 @@
 """Regression guard for the per-request cost, counted rather than timed.
 
 A trio Instrument counts the scheduling steps of the server's connection tasks
-(the request cycle and the reader) while one client makes keep-alive requests
-over in-memory streams. The count is deterministic, and every extra checkpoint,
-task hand-off, spawned task or write per request shows in it, so a change that
-makes a request cost more scheduling work fails here, in the default run, without
-a single timing. The benchmark (``nox -s bench``) measures the time itself.
+(the request cycle and the reader) while one client makes keep-alive requests,
+over in-memory streams and over a real loopback socket. The counts are
+deterministic, and every extra checkpoint, task hand-off, spawned task or write
+per request shows in them, so a change that makes a request cost more scheduling
+work fails here, in the default run, without a single timing. The benchmark
+(``nox -s bench``) measures the time itself.
 
 If a change lowers the count, lower the expected number with it.
 """
@@ -18,7 +19,7 @@ import trio
 import trio.lowlevel
 
 from trioserve import Config
-from trioserve.testing import open_test_client
+from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 REQUESTS = 50
 
@@ -32,7 +33,7 @@ class StepCounter(trio.abc.Instrument):
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         # The connection task (running HTTPConnection.run via the serve handler)
         # and its reader task.
-        if task.name.endswith(("._reader", ".handle")):
+        if task.name.endswith(("._reader_with_keep_alive", ".handle")):
             self.steps += 1
 
 
@@ -49,20 +50,30 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Hello world!"})
 
 
-async def steps_per_request(method: str, body: bytes) -> float:
+async def count_steps(conn: TestConnection, method: str, body: bytes) -> float:
     counter = StepCounter()
-    async with open_test_client(hello, Config(lifespan="off")) as client:
-        conn = await client.connect()
-        await conn.request(method, "/", body=body)  # warm-up: connection set up
-        trio.lowlevel.add_instrument(counter)
-        try:
-            for _ in range(REQUESTS):
-                response = await conn.request(method, "/", body=body)
-                assert response.status == 200
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-        await conn.aclose()
+    await conn.request(method, "/", body=body)  # warm-up: connection set up
+    trio.lowlevel.add_instrument(counter)
+    try:
+        for _ in range(REQUESTS):
+            response = await conn.request(method, "/", body=body)
+            assert response.status == 200
+            assert response.body == b"Hello world!"
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    await conn.aclose()
     return counter.steps / REQUESTS
+
+
+async def steps_per_request(method: str, body: bytes) -> float:
+    async with open_test_client(hello, Config(lifespan="off")) as client:
+        return await count_steps(await client.connect(), method, body)
+
+
+async def socket_steps_per_request(method: str, body: bytes) -> float:
+    async with open_test_server(hello, Config(lifespan="off")) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        return await count_steps(TestConnection(stream), method, body)
 
 
 # Per request, measured by tracing each step's innermost frame:
@@ -84,3 +95,21 @@ async def test_keep_alive_post_costs_the_same_steps_as_a_get() -> None:
     # The body comes in the same write as the head: receive() finds it buffered
     # and returns it whole with more_body=False, without a wait or a checkpoint.
     assert await steps_per_request("POST", b"x" * 1000) == STEPS_PER_REQUEST
+
+
+# On a plain socket the server reads and writes the file descriptor itself, with no
+# checkpoint around the calls (trio's SocketStream adds one to each):
+# - the reader wakes when the socket is readable (1), reads the request with one
+#   read() and parks again;
+# - the request cycle wakes with the request (1), runs the app inline and writes
+#   head and body with one write() that the kernel takes at once, then parks.
+# Each request fits one segment on loopback, so the count is exact.
+SOCKET_STEPS_PER_REQUEST = 2
+
+
+async def test_keep_alive_get_on_a_socket_costs_two_server_task_steps() -> None:
+    assert await socket_steps_per_request("GET", b"") == SOCKET_STEPS_PER_REQUEST
+
+
+async def test_keep_alive_post_on_a_socket_costs_the_same_steps_as_a_get() -> None:
+    assert await socket_steps_per_request("POST", b"x" * 1000) == SOCKET_STEPS_PER_REQUEST

@@ -7,24 +7,26 @@ Each accepted stream is served by :meth:`HTTPConnection.run`, which opens a nurs
 holding two things:
 
 ``_reader`` (a task)
-    The only code that calls ``stream.receive_some``. It appends what arrives to
-    ``_pending`` and wakes whoever waits for data. It stops reading while
-    ``_pending`` holds ``READ_HIGH_WATER`` bytes (read flow control, B7), so a
-    client can never make the server buffer more than that. Because it is always
-    reading otherwise, it is the first to see EOF or a reset: it then marks the
-    connection closed and tells the running request cycle, which cancels the app
-    according to ``cancel_on_disconnect`` (seed 004).
+    The only code that reads from the stream (on a plain socket, from the file
+    descriptor directly). It appends what arrives to ``_pending`` and wakes whoever
+    waits for data. It stops reading while ``_pending`` holds ``READ_HIGH_WATER``
+    bytes (read flow control, B7), so a client can never make the server buffer
+    more than that. Because it is always reading otherwise, it is the first to see
+    EOF or a reset: it then marks the connection closed and tells the running
+    request cycle, which cancels the app according to ``cancel_on_disconnect``
+    (seed 004). It also owns the keep-alive deadline (see
+    ``_reader_with_keep_alive``).
 
 ``_serve_requests`` (the request cycle, run inline, no task per request)
     Takes bytes from ``_pending`` into the sans-IO :class:`HTTP11Protocol` only when
     it needs an event, and runs one request at a time:
 
-    1. *keep-alive scope*: ``move_on_after(keep_alive_timeout)`` around waiting for
-       the first byte of the next request, and around nothing else. If a pipelined
-       request is already buffered there is no wait and no timer at all, so the
-       keep-alive deadline cannot fire while a request is served (seed 000).
+    1. *idle wait*: waiting for the first byte of the next request is the only wait
+       the keep-alive deadline covers. If a pipelined request is already buffered
+       there is no wait, so the deadline cannot fire while a request is served
+       (seed 000).
     2. *header scope*: ``move_on_after(header_timeout)`` around reading the rest of
-       the head (408 on expiry).
+       the head (408 on expiry), only when the head has to be waited for.
     3. *app scope*: a ``CancelScope`` around the ASGI app, cancelled by the reader on
        a hang-up when the policy says so.
 
@@ -34,10 +36,11 @@ holding two things:
     (seed 001).
 
 Writes happen in the task that calls ``send()``. The first write of a response
-carries the head together with the first body chunk, under a shielded scope with
-its own write deadline: a cancellation can never leave half a head on the wire
-(seed 003). Later writes have the same deadline but are not shielded; if one is
-cancelled part-way, the response is incomplete and the connection is closed.
+carries the head together with the first body chunk; what the kernel does not take
+at once is sent under a shielded scope with its own write deadline, so a
+cancellation can never leave half a head on the wire (seed 003). Later writes have
+the same deadline but are not shielded; if one is cancelled part-way, the response
+is incomplete and the connection is closed.
 
 A connection that ends after a response first half-closes (``send_eof``) and keeps
 the reader draining for up to ``LINGER_TIMEOUT`` seconds: closing a socket with
@@ -51,6 +54,7 @@ import contextlib
 import email.utils
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -231,15 +235,23 @@ class HTTPConnection:
         self._writing = False
         self._write_broken = False
         self._closing = server.shutting_down
-        self._idle_scope: trio.CancelScope | None = None
+        # Keep-alive bookkeeping (see _reader_with_keep_alive): whether the request
+        # cycle is waiting for the first byte of a request, and since when.
+        self._idle = False
+        self._idle_since = 0.0
+        self._reader_scope: trio.CancelScope | None = None
+        self._idle_expired = False
         self._cycle: _RequestCycle | None = None
+        # A plain socket is read and written through its file descriptor directly:
+        # trio's SocketStream adds a scheduling point to every call, two per request.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
 
     async def run(self) -> None:
         """Serve requests until the connection ends, then close the stream."""
         self._server.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader)
+                nursery.start_soon(self._reader_with_keep_alive)
                 try:
                     await self._serve_requests()
                 finally:
@@ -251,27 +263,54 @@ class HTTPConnection:
     def shutdown_nowait(self) -> None:
         """Begin a graceful close: at once if idle, else after the current response."""
         self._closing = True
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._idle:
+            self._data_lot.unpark_all()
 
     # -- the reader ----------------------------------------------------------------
 
+    async def _reader_with_keep_alive(self) -> None:
+        """Run the reader under the keep-alive deadline.
+
+        The deadline lives on one long-lived scope around the reader rather than on a
+        scope per idle wait: entering and leaving a timed cancel scope costs more than
+        the rest of a small request's scheduling. The request cycle only records when
+        it went idle (``_idle_since``) and arms the deadline if none is armed. When
+        the deadline passes, the connection is closed only if the cycle is *still*
+        idle and has been for ``keep_alive_timeout``; otherwise the deadline moves to
+        where it belongs. So, as with a scope around the idle wait, it can never fire
+        while a request is being served (seed 000).
+        """
+        keep_alive_timeout = self._config.keep_alive_timeout
+        while True:
+            deadline = self._idle_since + keep_alive_timeout if self._idle else math.inf
+            with trio.CancelScope(deadline=deadline) as self._reader_scope:
+                await self._reader()
+                return
+            if self._idle and trio.current_time() >= self._idle_since + keep_alive_timeout:
+                self._idle_expired = True
+                self._data_lot.unpark_all()
+                return
+
     async def _reader(self) -> None:
-        stream = self._stream
-        receive_some = stream.receive_some
-        # On a plain socket, wait for readability before reading: right after a
-        # request the next bytes are never there yet, and trying anyway costs a
-        # recv that fails with EAGAIN plus the exception trio makes of it.
-        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        fd = self._fd
+        receive_some = self._stream.receive_some
         while True:
             while self._pending_size >= READ_HIGH_WATER and not self._discarding:
                 await self._room_lot.park()
-            try:
-                if sock is not None:
-                    await trio.lowlevel.wait_readable(sock)
-                data = await receive_some(READ_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+            data: bytes | bytearray
+            if fd >= 0:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                    data = os.read(fd, READ_CHUNK)
+                except BlockingIOError:
+                    continue
+                except (OSError, trio.ClosedResourceError):
+                    data = b""
+            else:
+                try:
+                    data = await receive_some(READ_CHUNK)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
             if not data:
                 break
             if not self._discarding:
@@ -332,21 +371,37 @@ class HTTPConnection:
                 await self._linger()
                 return
 
+    async def _wait_idle(self) -> bool:
+        """Wait for the first byte of the next request: the only wait the keep-alive
+        deadline covers. Return whether it came (not the deadline, a shutdown or EOF).
+        """
+        if self._closing or self._idle_expired:
+            return False
+        self._idle = True
+        self._idle_since = trio.current_time()
+        reader_scope = self._reader_scope
+        if reader_scope is not None and reader_scope.deadline == math.inf:
+            reader_scope.deadline = self._idle_since + self._config.keep_alive_timeout
+        try:
+            while not (self._pending or self._peer_closed or self._closing or self._idle_expired):
+                await self._data_lot.park()
+        finally:
+            self._idle = False
+        return not self._idle_expired and (bool(self._pending) or self._peer_closed)
+
     async def _read_head(self) -> RequestHead | None:
         """The next request head, or ``None`` when the connection should end quietly
         (keep-alive expiry, shutdown while idle, clean EOF)."""
         proto = self._proto
         event = proto.next_event()
-        if event is Signal.NEED_DATA and not self._feed() and not proto.has_buffered_data:
+        if (
+            event is Signal.NEED_DATA
+            and not self._feed()
+            and not proto.has_buffered_data
             # Idle: the only wait the keep-alive deadline covers.
-            if self._closing:
-                return None
-            with trio.move_on_after(self._config.keep_alive_timeout) as idle:
-                self._idle_scope = idle
-                await self._wait_for_data()
-            self._idle_scope = None
-            if idle.cancelled_caught:
-                return None
+            and not await self._wait_idle()
+        ):
+            return None
         if event is Signal.NEED_DATA:
             self._feed()
             event = proto.next_event()
@@ -451,15 +506,40 @@ class HTTPConnection:
 
     # -- writing -------------------------------------------------------------------
 
-    async def write(self, data: bytes, *, shield: bool) -> None:
+    async def write(self, data: bytes, *, shield: bool, more: bool = False) -> None:
         """Send ``data`` under the write deadline; ``shield`` protects it from
         cancellation so that it goes out whole or not at all.
+
+        On a plain socket the bytes are first offered to the kernel directly; only
+        what it does not take at once is waited for, under the shielded or deadline
+        scope. A write that completes at once needs no scope: nothing can cancel it
+        half-way and nothing waits for a deadline. It yields to other tasks only if
+        ``more`` writes follow (a streamed response), so that a fast producer cannot
+        starve the loop; after the last write the request cycle parks anyway.
 
         Raises:
           ClientDisconnected: the client is gone, or did not read in time.
         """
         if self._write_broken:
             raise ClientDisconnected("The client has disconnected")
+        if self._fd >= 0 and not self._writing:
+            if not shield:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._write_broken = True
+                raise ClientDisconnected("The client has disconnected") from exc
+            if sent == len(data):
+                if more:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            data = memoryview(data)[sent:]  # type: ignore[assignment]
+        await self._write_waiting(data, shield=shield)
+
+    async def _write_waiting(self, data: bytes, *, shield: bool) -> None:
         while self._writing:
             await self._write_lot.park()
         self._writing = True
@@ -649,11 +729,17 @@ class _RequestCycle:
         conn = self._conn
         proto = self._proto
         try:
-            with trio.move_on_after(conn._config.read_timeout) as read_scope:
-                event = await conn._next_event()
-            if read_scope.cancelled_caught:
-                error_logger.debug("Request body not received in time; closing")
-                return self._body_failed(408)
+            event = proto.next_event()
+            if event is Signal.NEED_DATA and conn._feed():
+                event = proto.next_event()
+            if event is Signal.NEED_DATA:
+                # Only a wait needs the read deadline; a body that has already
+                # arrived (most small ones) is handed over without a scope.
+                with trio.move_on_after(conn._config.read_timeout) as read_scope:
+                    event = await conn._next_event()
+                if read_scope.cancelled_caught:
+                    error_logger.debug("Request body not received in time; closing")
+                    return self._body_failed(408)
             if isinstance(event, RequestEnd):
                 self._body_complete = True
                 return {"type": "http.request", "body": b"", "more_body": False}
@@ -735,13 +821,13 @@ class _RequestCycle:
             # Whatever happens to this task, the head goes out whole or not at all.
             self._head_written = True
             self._sent_status = self._status
-            await conn.write(data, shield=True)
+            await conn.write(data, shield=True, more=more_body)
         else:
             data = proto.response_body(body)
             if not more_body:
                 data += proto.response_end()
             if data:
-                await conn.write(data, shield=False)
+                await conn.write(data, shield=False, more=more_body)
         self._bytes_sent += len(body)
         if not more_body:
             self._state = ResponseState.DONE
