@@ -241,6 +241,7 @@ class HTTPConnection:
         self._idle_since = 0.0
         self._reader_scope: trio.CancelScope | None = None
         self._idle_expired = False
+        self._app_scope = trio.CancelScope()
         self._cycle: _RequestCycle | None = None
         # A plain socket is read and written through its file descriptor directly:
         # trio's SocketStream adds a scheduling point to every call, two per request.
@@ -253,7 +254,13 @@ class HTTPConnection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader_with_keep_alive)
                 try:
-                    await self._serve_requests()
+                    # The app scope: what a hang-up cancels (seed 004). One scope for
+                    # the connection rather than one per request, since a hang-up
+                    # ends the connection anyway: after the cancelled request there is
+                    # nothing left to serve, and on the way out nothing waits (no
+                    # error answer, no linger, no drain: the peer is gone).
+                    with self._app_scope:
+                        await self._serve_requests()
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
@@ -433,6 +440,12 @@ class HTTPConnection:
         self._cycle = cycle
         try:
             await cycle.run()
+        except BaseException:
+            # Cancelled by the hang-up (perhaps inside a group from the app's own
+            # nursery): the request still gets its access log line.
+            if cycle.cancelled_by_disconnect and server.access_log is not None:
+                cycle.log_access(server.access_log)
+            raise
         finally:
             self._cycle = None
             server.active_requests -= 1
@@ -579,7 +592,6 @@ class _RequestCycle:
         "_state",
         "_state_lot",
         "_status",
-        "app_scope",
         "cancel_on_disconnect",
         "cancelled_by_disconnect",
         "disconnected",
@@ -622,7 +634,6 @@ class _RequestCycle:
         self.disconnected = False
         self.cancelled_by_disconnect = False
         self.keep_alive = False
-        self.app_scope: trio.CancelScope | None = None
 
     def on_disconnect(self) -> None:
         """The client hung up (called by the reader)."""
@@ -633,30 +644,28 @@ class _RequestCycle:
         self.disconnected = True
         if self._state_lot is not None:
             self._state_lot.unpark_all()
-        if self.cancel_on_disconnect and self.app_scope is not None:
+        if self.cancel_on_disconnect:
             self.cancelled_by_disconnect = True
-            self.app_scope.cancel()
+            self._conn._app_scope.cancel()
 
     async def run(self) -> None:
         """Run the app for this request and finish or abort its response."""
         conn = self._conn
         result: object = None
         try:
-            with trio.CancelScope() as app_scope:
-                self.app_scope = app_scope
-                if conn._peer_closed:
-                    self.on_disconnect()
-                result = await conn._server.app(self.scope, self.receive, self.send)
+            if conn._peer_closed:
+                self.on_disconnect()
+            result = await conn._server.app(self.scope, self.receive, self.send)
         except BaseException as exc:
             app_error, propagate = _split_app_error(exc)
             if app_error is not None:
                 self._app_failed(app_error)
             if propagate is not None:
-                # Cancellation from outside (shutdown deadline), KeyboardInterrupt...:
-                # not the app's failure and not ours to stop.
+                if self.cancelled_by_disconnect:
+                    error_logger.debug("Client disconnected; cancelled %s", self._describe())
+                # Cancellation (by a hang-up, or from outside: the shutdown deadline),
+                # KeyboardInterrupt...: not the app's failure and not ours to stop.
                 raise propagate from None
-        if app_scope.cancelled_caught:
-            error_logger.debug("Client disconnected; cancelled %s", self._describe())
         if result is not None:
             self._failed = True
             error_logger.error("ASGI callable returned a value instead of None: %r", result)
@@ -779,30 +788,27 @@ class _RequestCycle:
         if self._failed:
             raise LocalProtocolError("The response was aborted by an earlier invalid message")
         try:
-            await self._send(message)
+            try:
+                kind = message["type"]
+            except (KeyError, TypeError):
+                raise LocalProtocolError(f"ASGI message without a 'type': {message!r}") from None
+            if kind == "http.response.body":
+                body, more_body = check_response_body(message, self._state)
+                if self.disconnected:
+                    raise ClientDisconnected("The client has disconnected")
+                await self._send_body(body, more_body)
+            elif kind == "http.response.start":
+                self._status, self._headers = check_response_start(message, self._state)
+                self._state = ResponseState.BODY
+                if self.disconnected:
+                    raise ClientDisconnected("The client has disconnected")
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                raise bad_message(message, self._state)
         except LocalProtocolError:
             # Invalid ASGI use aborts the response even if the app swallows the error.
             self._failed = True
             raise
-
-    async def _send(self, message: Message) -> None:
-        try:
-            kind = message["type"]
-        except (KeyError, TypeError):
-            raise LocalProtocolError(f"ASGI message without a 'type': {message!r}") from None
-        if kind == "http.response.body":
-            body, more_body = check_response_body(message, self._state)
-            if self.disconnected:
-                raise ClientDisconnected("The client has disconnected")
-            await self._send_body(body, more_body)
-        elif kind == "http.response.start":
-            self._status, self._headers = check_response_start(message, self._state)
-            self._state = ResponseState.BODY
-            if self.disconnected:
-                raise ClientDisconnected("The client has disconnected")
-            await trio.lowlevel.checkpoint_if_cancelled()
-        else:
-            raise bad_message(message, self._state)
 
     async def _send_body(self, body: bytes, more_body: bool) -> None:
         proto = self._proto
@@ -840,6 +846,7 @@ class _RequestCycle:
         headers = self._headers
         include_server = config.include_server_header
         include_date = config.include_date_header
+        own: list[tuple[bytes, bytes]] = []
         if include_server or include_date:
             for name, _ in headers:
                 if name == b"server":
@@ -847,11 +854,15 @@ class _RequestCycle:
                 elif name == b"date":
                     include_date = False
             if include_server:
-                headers.append(_SERVER_HEADER)
+                own.append(_SERVER_HEADER)
             if include_date:
-                headers.append((b"date", conn._server.dates.get()))
-        headers.extend(conn._server.extra_headers)
-        return self._proto.response_head(self._status, headers, close=conn._closing)
+                own.append((b"date", conn._server.dates.get()))
+        if conn._server.extra_headers:
+            headers = headers + conn._server.extra_headers
+        head = self._proto.response_head(self._status, headers, close=conn._closing, own=own)
+        if conn._server.access_log is not None:
+            self._headers = headers + own  # what went out, for the access log
+        return head
 
 
 def _split_app_error(

@@ -5,10 +5,10 @@ Bytes in, events out; response parts in, exact bytes out. Covers request parsing
 (heads, bodies, pipelining, EOF), h11 errors translated into trioserve's
 ``RemoteProtocolError`` with the status to answer (400, 431, 501), the request head
 size limit however the bytes arrive, byte-exact responses (lower-case framing
-headers that h11 alone would write in title case, reason phrases h11 alone would
-leave empty), HEAD, HTTP/1.0 framing, content-length enforcement, ``100
-Continue``, and ``error_response`` in every state (including after h11 refused an
-app's head, and ``b""`` once a head is out).
+headers, reason phrases), HEAD, HTTP/1.0 framing, content-length enforcement,
+``100 Continue``, and ``error_response`` in every state (including after an app's
+head was refused, and ``b""`` once a head is out). ``test_response_writer.py``
+checks the response side against h11's own output.
 """
 
 from __future__ import annotations
@@ -309,11 +309,12 @@ def test_chunked_response_has_lowercase_transfer_encoding() -> None:
 
 
 def test_close_adds_lowercase_connection_close() -> None:
-    """h11 would write ``Connection: close``."""
+    """The framing headers come after the app's, ``connection`` last."""
     proto = fed(GET)
     events(proto)
     head = proto.response_head(200, [], close=True)
-    assert head == (b"HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert head == (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+    proto.response_end()
     assert not proto.keep_alive
 
 

@@ -1,19 +1,25 @@
-"""HTTP/1.1 for one connection, as a policy layer over ``h11.Connection``.
+"""HTTP/1.1 for one connection: h11 parses requests, trioserve writes responses.
 
-h11 does the parsing and the framing (Content-Length and chunked, keep-alive
-rules, the state machine); this module adds what a server needs on top of it and
-keeps every h11 detail away from the I/O layer:
+h11 does the request side: parsing, the request's framing (Content-Length and
+chunked), and its strictness (no smuggling through CL+TE, obs-fold, bare CR...).
+This module adds what a server needs on top of it and keeps every h11 detail away
+from the I/O layer:
 
 - h11's exceptions become :class:`RemoteProtocolError` (the client's fault, with a
-  status to answer) or :class:`LocalProtocolError` (the app's fault);
+  status to answer);
 - the request head size limit holds however the bytes arrive (h11 only checks the
-  size of an *incomplete* head);
-- responses to HEAD carry the GET headers and no body;
-- response header names go out lower-case. h11 writes the framing headers it adds
-  itself (``Transfer-Encoding``, ``Connection``) in title case; they are the only
-  names that are not the app's lower-cased ones, so the head is fixed up by a
-  replace anchored on CRLF (a header value can never contain CRLF);
-- reason phrases are filled in (h11 would send an empty one).
+  size of an *incomplete* head), and the request policy of :func:`_check_request`;
+- the response side is written here, not by h11. Going through h11's event and
+  state machinery for a response costs more CPU than everything else a small
+  request needs (about 23 µs of the ~80 µs budget; see ``docs/performance.md``),
+  while the rules are short: the same framing h11 chooses (Content-Length;
+  otherwise chunked for HTTP/1.1 and close-delimited for HTTP/1.0; no body for
+  HEAD, 204, 304 and a 2xx to CONNECT), the same validation of header names and
+  values, the same keep-alive decision. ``tests/protocol/test_http11.py`` checks
+  the output with h11 as the client. Each request gets a fresh ``h11.Connection``
+  (fed whatever followed the previous request), since h11 would not parse the next
+  request before it had been shown a response;
+- response header names go out lower-case, and reason phrases are filled in.
 """
 
 from __future__ import annotations
@@ -38,6 +44,21 @@ _ERROR_BODIES: dict[int, bytes] = {
 
 
 _SAFE_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# What h11 accepts in a header field (RFC 9110 5.1, 5.5): a token as the name, and
+# a value of visible characters (or obs-text) with single spaces or tabs inside it
+# but none at either end. Anything else (CR, LF, NUL above all) is refused.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+# The client's states in which its request is complete. (h11 documents and exports
+# MIGHT_SWITCH_PROTOCOL but leaves it out of its __all__.)
+_REQUEST_COMPLETE = (h11.DONE, h11.MUST_CLOSE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
+# How the body of the current response is framed.
+_LENGTH = 0  # Content-Length: exactly that many bytes
+_CHUNKED = 1  # Transfer-Encoding: chunked
+_UNTIL_CLOSE = 2  # HTTP/1.0 without Content-Length: the close ends the body
+_NO_BODY = 3  # 204, 304, 2xx to CONNECT: no body may be sent
+_DROP_BODY = 4  # HEAD: the GET headers, and whatever body the app sends is dropped
 _OBS_FOLD = re.compile(rb"\n[ \t]")
 _ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*@?[^/?#@]+")
 
@@ -192,10 +213,8 @@ def error_body(status: int) -> bytes:
     return _ERROR_BODIES.get(status) or _REASONS.get(status, b"Error")
 
 
-def _lowercase_framing_headers(head: bytes) -> bytes:
-    return head.replace(b"\r\nTransfer-Encoding: ", b"\r\ntransfer-encoding: ").replace(
-        b"\r\nConnection: ", b"\r\nconnection: "
-    )
+def _comma_tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",") if token.strip()]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -229,12 +248,21 @@ class HTTP11Protocol:
         "_body_seen",
         "_chunks",
         "_conn",
+        "_continue_answered",
+        "_empty",
         "_fed",
+        "_framing",
         "_head_request",
         "_head_sent",
         "_head_start",
+        "_http10",
         "_limits",
+        "_method",
         "_raw",
+        "_remaining",
+        "_request_keep_alive",
+        "_response_done",
+        "_response_keep_alive",
     )
 
     def __init__(self, limits: RequestLimits = RequestLimits()) -> None:
@@ -249,15 +277,28 @@ class HTTP11Protocol:
         # as sent (obs-fold, Transfer-Encoding lists) read them here. Bounded by the
         # head size limit; None while a body is being received.
         self._raw: bytearray | None = bytearray()
+        # Nothing has been fed to the current h11 connection: no event can be ready.
+        self._empty = True
         self._body_seen = 0
         self._chunks: _ChunkScanner | None = None
+        # The current request, as far as the response depends on it.
+        self._method = b""
         self._head_request = False
+        self._http10 = False
+        self._request_keep_alive = False
+        self._continue_answered = False
+        # The current response.
         self._head_sent = False
+        self._framing = _LENGTH
+        self._remaining = 0
+        self._response_done = False
+        self._response_keep_alive = False
 
     # -- receiving ---------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the client; ``b""`` means the client closed its side."""
+        self._empty = False
         self._fed += len(data)
         raw = self._raw
         if raw is not None and len(raw) <= self._limits.max_head_size:
@@ -277,6 +318,8 @@ class HTTP11Protocol:
         Raises:
           RemoteProtocolError: the client's bytes are not acceptable HTTP/1.1.
         """
+        if self._empty:
+            return Signal.NEED_DATA
         chunks = self._chunks
         if chunks is not None and chunks.error is not None:
             raise chunks.error
@@ -312,6 +355,7 @@ class HTTP11Protocol:
     def _request_head(self, event: h11.Request) -> RequestHead:
         limits = self._limits
         # Known before any check can fail, so that an error answer to HEAD has no body.
+        self._method = event.method
         self._head_request = event.method == b"HEAD"
         if len(event.target) > limits.max_target_length:
             # Before the head size: the status must not depend on how bytes arrive.
@@ -330,6 +374,11 @@ class HTTP11Protocol:
         self._raw = None
         headers = list(event.headers)
         chunked = _check_request(event, headers, raw, limits)
+        # h11's keep-alive rule: HTTP/1.1 without "close" among the Connection tokens.
+        self._http10 = event.http_version != b"1.1"
+        self._request_keep_alive = not self._http10 and not any(
+            name == b"connection" and b"close" in _comma_tokens(value) for name, value in headers
+        )
         self._body_seen = 0
         if chunked:
             self._chunks = _ChunkScanner(limits.max_chunk_extension)
@@ -354,12 +403,15 @@ class HTTP11Protocol:
     @property
     def expects_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` and waits for our answer."""
-        return self._conn.they_are_waiting_for_100_continue
+        return self._conn.they_are_waiting_for_100_continue and not self._continue_answered
 
     @property
     def request_complete(self) -> bool:
         """The whole current request, body included, has been received."""
-        return self._conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+        # MIGHT_SWITCH_PROTOCOL: a complete request that offered an Upgrade (or a
+        # CONNECT); h11 waits to see whether the response accepts it, and trioserve's
+        # responses never do (no 101; a 2xx to CONNECT ends the connection).
+        return self._conn.their_state in _REQUEST_COMPLETE
 
     @property
     def has_buffered_data(self) -> bool:
@@ -368,27 +420,35 @@ class HTTP11Protocol:
 
     @property
     def keep_alive(self) -> bool:
-        """The connection may carry another request after this one."""
-        return self._conn.our_state is h11.DONE
+        """The response is complete and the connection may carry another request."""
+        return self._response_done and self._response_keep_alive
 
     def start_next_cycle(self) -> bool:
-        """Reset for the next request if both sides are done; return whether it did."""
-        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
-            self._conn.start_next_cycle()
-            self._head_request = False
-            self._head_sent = False
-            return True
-        return False
+        """Get ready for the next request if both the request and the response are
+        complete and the connection stays open; return whether it did."""
+        if not (self.keep_alive and self.request_complete):
+            return False
+        data, closed = self._conn.trailing_data
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_head_size
+        )
+        self._empty = not (data or closed)
+        if data:
+            self._conn.receive_data(data)
+        if closed:
+            self._conn.receive_data(b"")
+        self._head_request = False
+        self._continue_answered = False
+        self._head_sent = False
+        self._response_done = False
+        return True
 
     # -- sending -----------------------------------------------------------------
 
     def informational_continue(self) -> bytes:
         """Bytes of a ``100 Continue`` response."""
-        data = self._conn.send(
-            h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-        )
-        assert data is not None
-        return data
+        self._continue_answered = True
+        return b"HTTP/1.1 100 Continue\r\n\r\n"
 
     def response_head(
         self,
@@ -396,28 +456,100 @@ class HTTP11Protocol:
         headers: list[tuple[bytes, bytes]],
         *,
         close: bool = False,
+        own: list[tuple[bytes, bytes]] | None = None,
     ) -> bytes:
-        """Bytes of a response head.
+        """Bytes of a response head, with the framing headers the body needs.
 
         Args:
-          status: the status code (200..599).
-          headers: lower-cased names and values, default headers already included.
-          close: add ``connection: close`` (the connection ends after this response).
+          status: the final status code (200..599).
+          headers: lower-cased names and values from the app (and configuration).
+          close: the connection ends after this response (``connection: close``).
+          own: fields the server makes itself (``server``, ``date``), written after
+              ``headers`` without being checked again; no framing fields.
 
         Raises:
-          LocalProtocolError: a header name or value is not allowed (CR, LF, NUL...).
+          LocalProtocolError: a header name or value is not allowed (CR, LF, NUL,
+              whitespace at either end...), or the framing headers are invalid.
         """
-        if close:
-            headers = [*headers, (b"connection", b"close")]
-        try:
-            data = self._conn.send(
-                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-            )
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"Invalid response head: {exc}") from exc
-        assert data is not None
+        content_length: bytes | None = None
+        chunked = False
+        connection: list[bytes] = []
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        for name, value in headers:
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                raise LocalProtocolError(
+                    f"Invalid response head: illegal header field {name!r}: {value!r}"
+                )
+            if name == b"content-length":
+                # "5, 5" and repeated equal fields are one length (RFC 9110 8.6).
+                lengths = {length.strip() for length in value.split(b",")}
+                length = lengths.pop()
+                if lengths or (content_length is not None and length != content_length):
+                    raise LocalProtocolError(
+                        "Invalid response head: conflicting Content-Length fields"
+                    )
+                if not _DIGITS.fullmatch(length):
+                    raise LocalProtocolError(f"Invalid response head: bad Content-Length {value!r}")
+                if content_length is not None:
+                    continue
+                content_length = length
+                value = length
+            elif name == b"transfer-encoding":
+                if chunked or value.lower() != b"chunked":
+                    raise LocalProtocolError(
+                        "Invalid response head: only one Transfer-Encoding: chunked is supported"
+                    )
+                chunked = True
+                value = b"chunked"
+            elif name == b"connection":
+                connection.extend(_comma_tokens(value))
+                continue  # written below, once
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if own:
+            lines.extend(b"%s: %s\r\n" % field for field in own)
+        # The framing the headers announce; for HEAD, the one a GET would get.
+        framing = _LENGTH
+        if status in (204, 304) or (self._method == b"CONNECT" and 200 <= status < 300):
+            framing = _NO_BODY
+        elif chunked or content_length is None:
+            # A body of unknown length: chunked, or for HTTP/1.0 (no chunked coding)
+            # delimited by the close. Transfer-Encoding wins over Content-Length.
+            if content_length is not None:
+                lines = [line for line in lines if not line.startswith(b"content-length: ")]
+                content_length = None
+            if self._http10:
+                if chunked:
+                    lines = [line for line in lines if not line.startswith(b"transfer-encoding: ")]
+                framing = _UNTIL_CLOSE
+            else:
+                if not chunked:
+                    lines.append(b"transfer-encoding: chunked\r\n")
+                framing = _CHUNKED
+        keep_alive = (
+            self._request_keep_alive
+            and not close
+            and b"close" not in connection
+            and (framing is not _UNTIL_CLOSE or self._head_request)
+        )
+        if not keep_alive:
+            connection = [token for token in connection if token != b"keep-alive"]
+            connection.append(b"close")
+        if connection:
+            lines.append(b"connection: %s\r\n" % b", ".join(sorted(set(connection))))
+        lines.append(b"\r\n")
+        if self._head_request:
+            framing = _DROP_BODY
+        elif framing is _NO_BODY and self._method == b"CONNECT":
+            # A 2xx to CONNECT turns the connection into a tunnel, which trioserve
+            # does not offer: the head is the whole response, and the connection ends.
+            framing = _DROP_BODY
+            keep_alive = False
+        self._framing = framing
+        self._remaining = int(content_length) if framing is _LENGTH and content_length else 0
+        self._response_keep_alive = keep_alive
+        self._continue_answered = True
         self._head_sent = True
-        return _lowercase_framing_headers(data)
+        return b"".join(lines)
 
     def retract_head(self) -> None:
         """The head from :meth:`response_head` was not written after all (what was
@@ -430,16 +562,17 @@ class HTTP11Protocol:
         Raises:
           LocalProtocolError: more bytes than the declared ``content-length``.
         """
-        if self._head_request or not data or self._conn.our_state is h11.SWITCHED_PROTOCOL:
-            # HEAD, and a 2xx to CONNECT (which h11 takes as the start of a tunnel
-            # that trioserve does not offer): the head is the whole response.
+        framing = self._framing
+        if not data or framing is _DROP_BODY:
             return b""
-        try:
-            out = self._conn.send(h11.Data(data=data))
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"Response body: {exc}") from exc
-        assert out is not None
-        return out
+        if framing is _LENGTH or framing is _NO_BODY:
+            if len(data) > self._remaining:
+                raise LocalProtocolError("Response body: Too much data for declared Content-Length")
+            self._remaining -= len(data)
+            return data
+        if framing is _CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
 
     def response_end(self) -> bytes:
         """Bytes that end the response body.
@@ -447,14 +580,11 @@ class HTTP11Protocol:
         Raises:
           LocalProtocolError: fewer bytes than the declared ``content-length``.
         """
-        if self._conn.our_state is h11.SWITCHED_PROTOCOL:
-            return b""
-        try:
-            out = self._conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"Response body: {exc}") from exc
-        assert out is not None
-        return out
+        framing = self._framing
+        if framing is _LENGTH and self._remaining:
+            raise LocalProtocolError("Response body: Too little data for declared Content-Length")
+        self._response_done = True
+        return b"0\r\n\r\n" if framing is _CHUNKED else b""
 
     def error_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         """A whole response made by the server itself, ending the connection.
