@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import logging
 import math
 import os
@@ -70,7 +71,9 @@ from .protocol._asgi import (
     bad_message,
     build_http_scope,
     check_response_body,
+    check_response_pathsend,
     check_response_start,
+    check_response_zerocopysend,
 )
 from .protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
 from .protocol._http11 import HTTP11Protocol, RequestLimits, error_body
@@ -95,11 +98,16 @@ READ_HIGH_WATER = 64 * 1024
 DRAIN_LIMIT = 128 * 1024
 #: Seconds to keep reading (and discarding) after the last response before closing.
 LINGER_TIMEOUT = 2.0
+#: Bytes read per step when a file must be sent through a stream (TLS) rather than
+#: with ``sendfile``.
+FILE_CHUNK = 256 * 1024
 
 #: Methods cancelled on a client hang-up under ``cancel_on_disconnect="safe"``.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+#: sendfile() errors that concern the file, not the socket.
+_FILE_ERRNOS = frozenset({errno.EBADF, errno.EINVAL, errno.EIO, errno.EOVERFLOW})
 _SERVER_HEADER = (b"server", b"trioserve")
 
 
@@ -552,6 +560,59 @@ class HTTPConnection:
             data = memoryview(data)[sent:]  # type: ignore[assignment]
         await self._write_waiting(data, shield=shield)
 
+    async def send_file(self, fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of the file ``fd`` from ``offset``; return how many
+        were sent (fewer only if the file ended first). On a plain socket the kernel
+        copies them (``sendfile``); each wait for the socket to drain has the write
+        deadline. Other streams (TLS) get the file read and written in chunks.
+
+        Raises:
+          ClientDisconnected: the client is gone, or did not read in time.
+        """
+        if self._fd < 0:
+            sent = 0
+            while sent < count:
+                chunk = await trio.to_thread.run_sync(
+                    os.pread, fd, min(FILE_CHUNK, count - sent), offset + sent
+                )
+                if not chunk:
+                    break
+                await self.write(chunk, shield=False, more=True)
+                sent += len(chunk)
+            return sent
+        if self._write_broken:
+            raise ClientDisconnected("The client has disconnected")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._writing:
+            await self._write_lot.park()
+        self._writing = True
+        sent = 0
+        try:
+            while sent < count:
+                try:
+                    step = os.sendfile(self._fd, fd, offset + sent, count - sent)
+                except BlockingIOError:
+                    with trio.move_on_after(self._config.write_timeout) as scope:
+                        await trio.lowlevel.wait_writable(self._fd)
+                    if scope.cancelled_caught:
+                        self._write_broken = True
+                        raise ClientDisconnected(
+                            "The client did not read the response in time"
+                        ) from None
+                    continue
+                except OSError as exc:
+                    if exc.errno in _FILE_ERRNOS:
+                        raise  # the file's fault, not the client's
+                    self._write_broken = True
+                    raise ClientDisconnected("The client has disconnected") from exc
+                if not step:
+                    break
+                sent += step
+        finally:
+            self._writing = False
+            self._write_lot.unpark_all()
+        return sent
+
     async def _write_waiting(self, data: bytes, *, shield: bool) -> None:
         while self._writing:
             await self._write_lot.park()
@@ -803,6 +864,16 @@ class _RequestCycle:
                 if self.disconnected:
                     raise ClientDisconnected("The client has disconnected")
                 await trio.lowlevel.checkpoint_if_cancelled()
+            elif kind == "http.response.pathsend":
+                path = check_response_pathsend(message, self._state)
+                if self.disconnected:
+                    raise ClientDisconnected("The client has disconnected")
+                await self._send_path(path)
+            elif kind == "http.response.zerocopysend":
+                fd, offset, count, more_body = check_response_zerocopysend(message, self._state)
+                if self.disconnected:
+                    raise ClientDisconnected("The client has disconnected")
+                await self._send_zerocopy(fd, offset, count, more_body)
             else:
                 raise bad_message(message, self._state)
         except LocalProtocolError:
@@ -835,6 +906,75 @@ class _RequestCycle:
             if data:
                 await conn.write(data, shield=False, more=more_body)
         self._bytes_sent += len(body)
+        if not more_body:
+            self._state = ResponseState.DONE
+            if self._state_lot is not None:
+                self._state_lot.unpark_all()
+
+    async def _send_path(self, path: str) -> None:
+        # Opening can block (a network file system), so it goes to a thread; the
+        # bytes themselves never pass through Python on a plain socket.
+        try:
+            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LocalProtocolError(
+                f"http.response.pathsend: cannot open {path!r}: {exc}"
+            ) from exc
+        try:
+            size = os.fstat(fd).st_size
+            await self._send_file(fd, 0, size, more_body=False)
+        finally:
+            os.close(fd)
+
+    async def _send_zerocopy(
+        self, fd: int, offset: int | None, count: int | None, more_body: bool
+    ) -> None:
+        try:
+            position = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
+            available = max(os.fstat(fd).st_size - position, 0)
+        except OSError as exc:
+            raise LocalProtocolError(f"http.response.zerocopysend: bad file: {exc}") from exc
+        count = available if count is None else min(count, available)
+        await self._send_file(fd, position, count, more_body)
+        if offset is None:
+            # Read "from the current position": leave the position after what was sent.
+            os.lseek(fd, position + count, os.SEEK_SET)
+
+    async def _send_file(self, fd: int, offset: int, count: int, more_body: bool) -> None:
+        """Send ``count`` bytes of the open file ``fd`` from ``offset`` as response
+        body, with the same framing, checks and write deadline as body messages."""
+        proto = self._proto
+        conn = self._conn
+        head = b""
+        if not self._head_written:
+            head = self._head()
+        try:
+            framing = proto.response_file_framing(count)
+            end = b"" if more_body else proto.response_end()
+        except LocalProtocolError:
+            if head:
+                proto.retract_head()
+            raise
+        before, after = framing if framing is not None else (b"", b"")
+        if head:
+            self._head_written = True
+            self._sent_status = self._status
+            await conn.write(head + before, shield=True)
+        elif before:
+            await conn.write(before, shield=False)
+        if framing is not None and count:
+            sent = await conn.send_file(fd, offset, count)
+            self._bytes_sent += sent
+            if sent < count:
+                # The file ended early (truncated while being sent): the framing
+                # announced bytes that will never come, so the response is broken.
+                raise LocalProtocolError(
+                    f"The file ended after {sent} of {count} bytes; the response is incomplete"
+                )
+        if after or end:
+            await conn.write(after + end, shield=False, more=more_body)
+        elif more_body:
+            await trio.lowlevel.checkpoint()
         if not more_body:
             self._state = ResponseState.DONE
             if self._state_lot is not None:

@@ -114,7 +114,7 @@ def test_build_http_scope_contents() -> None:
         "raw_path": b"/caf%C3%A9/a%2Fb+c",
         "query_string": b"x=1&y=%20",
         "headers": headers,
-        "extensions": {},
+        "extensions": {"http.response.pathsend": {}, "http.response.zerocopysend": {}},
         "state": {},
     }
     assert type(scope["path"]) is str

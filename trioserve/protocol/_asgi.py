@@ -8,7 +8,9 @@ sees at once what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -22,7 +24,9 @@ __all__ = [
     "bad_message",
     "build_http_scope",
     "check_response_body",
+    "check_response_pathsend",
     "check_response_start",
+    "check_response_zerocopysend",
     "split_target",
 ]
 
@@ -107,7 +111,8 @@ def build_http_scope(
     scope["raw_path"] = raw_path
     scope["query_string"] = query
     scope["headers"] = headers
-    scope["extensions"] = {}
+    # Fresh dicts per request: an app may write into what it is given.
+    scope["extensions"] = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
     scope["state"] = {} if state is None else state.copy()
     return scope
 
@@ -177,3 +182,54 @@ def check_response_body(message: Mapping[str, Any], state: ResponseState) -> tup
                 f"http.response.body 'body' must be bytes, got {type(body).__name__}"
             )
     return body, bool(message.get("more_body", False))
+
+
+def check_response_pathsend(message: Mapping[str, Any], state: ResponseState) -> str:
+    """Validate ``http.response.pathsend``; return the path.
+
+    Raises:
+      LocalProtocolError: wrong state, or a path that is not an absolute ``str``.
+    """
+    if state is not ResponseState.BODY:
+        raise bad_message(message, state)
+    path = message.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise LocalProtocolError(
+            f"http.response.pathsend 'path' must be an absolute path (str), got {path!r}"
+        )
+    return path
+
+
+def check_response_zerocopysend(
+    message: Mapping[str, Any], state: ResponseState
+) -> tuple[int, int | None, int | None, bool]:
+    """Validate ``http.response.zerocopysend``; return the file descriptor, the
+    offset and the count (``None`` where not given) and ``more_body``.
+
+    Raises:
+      LocalProtocolError: wrong state, no file descriptor, or a bad offset or count.
+    """
+    if state is not ResponseState.BODY:
+        raise bad_message(message, state)
+    file: Any = message.get("file")
+    fd: object = -1
+    if isinstance(file, int) and not isinstance(file, bool):
+        fd = file
+    else:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fd = file.fileno()
+    if not isinstance(fd, int) or fd < 0:
+        raise LocalProtocolError(
+            f"http.response.zerocopysend 'file' must have a file descriptor, got {file!r}"
+        )
+    numbers = []
+    for key in ("offset", "count"):
+        value = message.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise LocalProtocolError(
+                f"http.response.zerocopysend {key!r} must be an int >= 0, got {value!r}"
+            )
+        numbers.append(value)
+    return fd, numbers[0], numbers[1], bool(message.get("more_body", False))

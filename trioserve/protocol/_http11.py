@@ -574,6 +574,33 @@ class HTTP11Protocol:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
 
+    def response_file_framing(self, size: int) -> tuple[bytes, bytes] | None:
+        """The framing around a piece of response body of ``size`` bytes that the
+        caller writes itself (a file sent with ``sendfile``): ``(before, after)``,
+        or ``None`` when the body is not to be written at all (HEAD).
+
+        Raises:
+          LocalProtocolError: more bytes than the declared ``content-length``.
+        """
+        framing = self._framing
+        if framing is _DROP_BODY:
+            return None
+        if not size:
+            return b"", b""
+        if framing is _LENGTH or framing is _NO_BODY:
+            if size > self._remaining:
+                raise LocalProtocolError("Response body: Too much data for declared Content-Length")
+            self._remaining -= size
+            return b"", b""
+        if framing is _CHUNKED:
+            return b"%x\r\n" % size, b"\r\n"
+        return b"", b""
+
+    @property
+    def body_bytes_missing(self) -> int:
+        """Bytes still owed to the declared ``content-length`` (0 without one)."""
+        return self._remaining if self._framing is _LENGTH else 0
+
     def response_end(self) -> bytes:
         """Bytes that end the response body.
 
