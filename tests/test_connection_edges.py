@@ -715,7 +715,7 @@ async def test_lingering_close_ends_although_client_keeps_sending() -> None:
 
 
 async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadline(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, stalled_client: Any
 ) -> None:
     """On a plain socket the server writes to the file descriptor itself and waits
     (under ``write_timeout``) only for what the kernel does not take at once. A
@@ -743,12 +743,8 @@ async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadlin
 
     config = Config(lifespan="off", write_timeout=0.5)
     async with open_test_server(app, config) as server:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with trio.fail_after(20):
-            await sock.connect(("127.0.0.1", server.port))
-            async with trio.SocketStream(sock) as stream:
-                await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            async with stalled_client(server.port) as stream:
                 await app_done.wait()
                 # The server closed the connection: the client reads what the
                 # kernel buffered, then EOF (or a reset for the unread rest).

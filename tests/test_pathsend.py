@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -198,11 +197,19 @@ async def test_pathsend_content_length_mismatch_is_a_500_before_any_byte(
 
 
 @pytest.mark.parametrize(
-    ("path", "words"),
-    [("/nonexistent/trioserve-test-file", "cannot open"), ("relative/path", "absolute")],
+    ("message", "words"),
+    [
+        (
+            {"type": "http.response.pathsend", "path": "/nonexistent/trioserve-test-file"},
+            "cannot open",
+        ),
+        ({"type": "http.response.pathsend", "path": "relative/path"}, "absolute"),
+        ({"type": "http.response.zerocopysend", "file": "not a file"}, "file descriptor"),
+    ],
+    ids=["missing-file", "relative-path", "no-file-descriptor"],
 )
-async def test_pathsend_bad_path_is_a_500(
-    path: str, words: str, caplog: pytest.LogCaptureFixture
+async def test_unsendable_file_raises_in_send_and_is_a_500(
+    message: dict[str, Any], words: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     raised: list[BaseException] = []
 
@@ -211,7 +218,7 @@ async def test_pathsend_bad_path_is_a_500(
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         try:
-            await send({"type": "http.response.pathsend", "path": path})
+            await send(message)
         except BaseException as exc:
             raised.append(exc)
             raise
@@ -286,27 +293,8 @@ async def test_zerocopysend_pieces_in_memory(big_file: Path) -> None:
     assert (response.status, response.body) == (200, EXPECTED)
 
 
-async def test_zerocopysend_without_a_file_descriptor_is_refused() -> None:
-    raised: list[BaseException] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        try:
-            await send({"type": "http.response.zerocopysend", "file": "not a file"})
-        except BaseException as exc:
-            raised.append(exc)
-            raise
-
-    async with open_test_client(app, Config(lifespan="off")) as client:
-        response = await client.get("/")
-    assert response.status == 500
-    assert isinstance(raised[0], trioserve.LocalProtocolError)
-
-
 async def test_pathsend_to_a_client_that_stops_reading_hits_the_write_deadline(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stalled_client: Any
 ) -> None:
     """sendfile() on a socket whose buffers are full: the wait for it to drain has the
     write deadline, so the app's send() fails with ClientDisconnected instead of
@@ -331,12 +319,8 @@ async def test_pathsend_to_a_client_that_stops_reading_hits_the_write_deadline(
             app_done.set()
 
     async with open_test_server(app, Config(lifespan="off", write_timeout=0.5)) as server:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with trio.fail_after(20):
-            await sock.connect(("127.0.0.1", server.port))
-            async with trio.SocketStream(sock) as stream:
-                await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            async with stalled_client(server.port):
                 await app_done.wait()
     assert len(outcome) == 1
     assert isinstance(outcome[0], trioserve.ClientDisconnected)
