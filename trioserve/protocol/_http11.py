@@ -15,8 +15,8 @@ from the I/O layer:
   while the rules are short: the same framing h11 chooses (Content-Length;
   otherwise chunked for HTTP/1.1 and close-delimited for HTTP/1.0; no body for
   HEAD, 204, 304 and a 2xx to CONNECT), the same validation of header names and
-  values, the same keep-alive decision. ``tests/protocol/test_http11.py`` checks
-  the output with h11 as the client. Each request gets a fresh ``h11.Connection``
+  values, the same keep-alive decision. ``tests/protocol/test_response_writer.py``
+  holds the output to h11's own over every combination that matters. Each request gets a fresh ``h11.Connection``
   (fed whatever followed the previous request), since h11 would not parse the next
   request before it had been shown a response;
 - response header names go out lower-case, and reason phrases are filled in.
@@ -529,7 +529,7 @@ class HTTP11Protocol:
             self._request_keep_alive
             and not close
             and b"close" not in connection
-            and (framing is not _UNTIL_CLOSE or self._head_request)
+            and (framing != _UNTIL_CLOSE or self._head_request)
         )
         if not keep_alive:
             connection = [token for token in connection if token != b"keep-alive"]
@@ -539,13 +539,13 @@ class HTTP11Protocol:
         lines.append(b"\r\n")
         if self._head_request:
             framing = _DROP_BODY
-        elif framing is _NO_BODY and self._method == b"CONNECT":
+        elif framing == _NO_BODY and self._method == b"CONNECT":
             # A 2xx to CONNECT turns the connection into a tunnel, which trioserve
             # does not offer: the head is the whole response, and the connection ends.
             framing = _DROP_BODY
             keep_alive = False
         self._framing = framing
-        self._remaining = int(content_length) if framing is _LENGTH and content_length else 0
+        self._remaining = int(content_length) if framing == _LENGTH and content_length else 0
         self._response_keep_alive = keep_alive
         self._continue_answered = True
         self._head_sent = True
@@ -563,14 +563,14 @@ class HTTP11Protocol:
           LocalProtocolError: more bytes than the declared ``content-length``.
         """
         framing = self._framing
-        if not data or framing is _DROP_BODY:
+        if not data or framing == _DROP_BODY:
             return b""
-        if framing is _LENGTH or framing is _NO_BODY:
+        if framing in (_LENGTH, _NO_BODY):
             if len(data) > self._remaining:
                 raise LocalProtocolError("Response body: Too much data for declared Content-Length")
             self._remaining -= len(data)
             return data
-        if framing is _CHUNKED:
+        if framing == _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
 
@@ -583,23 +583,18 @@ class HTTP11Protocol:
           LocalProtocolError: more bytes than the declared ``content-length``.
         """
         framing = self._framing
-        if framing is _DROP_BODY:
+        if framing == _DROP_BODY:
             return None
         if not size:
             return b"", b""
-        if framing is _LENGTH or framing is _NO_BODY:
+        if framing in (_LENGTH, _NO_BODY):
             if size > self._remaining:
                 raise LocalProtocolError("Response body: Too much data for declared Content-Length")
             self._remaining -= size
             return b"", b""
-        if framing is _CHUNKED:
+        if framing == _CHUNKED:
             return b"%x\r\n" % size, b"\r\n"
         return b"", b""
-
-    @property
-    def body_bytes_missing(self) -> int:
-        """Bytes still owed to the declared ``content-length`` (0 without one)."""
-        return self._remaining if self._framing is _LENGTH else 0
 
     def response_end(self) -> bytes:
         """Bytes that end the response body.
@@ -608,10 +603,10 @@ class HTTP11Protocol:
           LocalProtocolError: fewer bytes than the declared ``content-length``.
         """
         framing = self._framing
-        if framing is _LENGTH and self._remaining:
+        if framing == _LENGTH and self._remaining:
             raise LocalProtocolError("Response body: Too little data for declared Content-Length")
         self._response_done = True
-        return b"0\r\n\r\n" if framing is _CHUNKED else b""
+        return b"0\r\n\r\n" if framing == _CHUNKED else b""
 
     def error_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         """A whole response made by the server itself, ending the connection.
