@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trioserve
@@ -331,3 +334,53 @@ async def test_pathsend_to_a_client_that_stops_reading_hits_the_write_deadline(
 def test_sendfile_is_available_here() -> None:
     """The socket path of these tests is the sendfile path (Linux)."""
     assert hasattr(os, "sendfile")
+
+
+async def test_client_reset_during_pathsend_ends_quietly_and_the_server_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stalled_client: Any
+) -> None:
+    """The client resets (RST) while sendfile() waits for it to drain: the app's
+    send() ends with ClientDisconnected, or with Cancelled when the reader saw the
+    reset first (a GET is cancelled on hang-up); nothing is logged at ERROR and the
+    next client is served."""
+    caplog.set_level(logging.DEBUG, logger="trioserve.error")
+    path = tmp_path / "huge.bin"
+    path.touch()
+    os.truncate(path, 64 * 1024 * 1024)
+    outcome: list[BaseException] = []
+    app_done = trio.Event()
+    sending = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/next":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            sending.set()
+            await send({"type": "http.response.pathsend", "path": str(path)})
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            app_done.set()
+
+    async with open_test_server(app, Config(lifespan="off", write_timeout=30)) as server:
+        with trio.fail_after(20):
+            async with stalled_client(server.port) as stream:
+                await sending.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                stream.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+            await app_done.wait()
+            conn = TestConnection(await trio.open_tcp_stream("127.0.0.1", server.port))
+            response = await conn.request("GET", "/next")
+            await conn.aclose()
+    assert (response.status, response.body) == (200, b"ok")
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], (trioserve.ClientDisconnected, trio.Cancelled))
+    assert error_records(caplog) == []
