@@ -296,6 +296,36 @@ async def test_zerocopysend_pieces_in_memory(big_file: Path) -> None:
     assert (response.status, response.body) == (200, EXPECTED)
 
 
+class HugeFileApp:
+    """Sends a sparse 64 MiB file with pathsend (``/next`` answers ``ok`` instead),
+    and records how its send() ended."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "huge.bin"
+        self.path.touch()
+        os.truncate(self.path, 64 * 1024 * 1024)  # sparse: no disk used
+        self.outcome: list[BaseException] = []
+        self.sending = trio.Event()
+        self.done = trio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/next":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            self.sending.set()
+            await send({"type": "http.response.pathsend", "path": str(self.path)})
+        except BaseException as exc:
+            self.outcome.append(exc)
+            raise
+        finally:
+            self.done.set()
+
+
 async def test_pathsend_to_a_client_that_stops_reading_hits_the_write_deadline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, stalled_client: Any
 ) -> None:
@@ -303,28 +333,12 @@ async def test_pathsend_to_a_client_that_stops_reading_hits_the_write_deadline(
     write deadline, so the app's send() fails with ClientDisconnected instead of
     blocking until the client reads."""
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
-    path = tmp_path / "huge.bin"
-    path.touch()
-    os.truncate(path, 64 * 1024 * 1024)  # sparse: 64 MiB of zeros, no disk used
-    outcome: list[BaseException] = []
-    app_done = trio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.pathsend", "path": str(path)})
-        except BaseException as exc:
-            outcome.append(exc)
-            raise
-        finally:
-            app_done.set()
-
+    app = HugeFileApp(tmp_path)
     async with open_test_server(app, Config(lifespan="off", write_timeout=0.5)) as server:
         with trio.fail_after(20):
             async with stalled_client(server.port):
-                await app_done.wait()
+                await app.done.wait()
+    outcome = app.outcome
     assert len(outcome) == 1
     assert isinstance(outcome[0], trioserve.ClientDisconnected)
     assert "in time" in str(outcome[0])
@@ -344,43 +358,20 @@ async def test_client_reset_during_pathsend_ends_quietly_and_the_server_goes_on(
     reset first (a GET is cancelled on hang-up); nothing is logged at ERROR and the
     next client is served."""
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
-    path = tmp_path / "huge.bin"
-    path.touch()
-    os.truncate(path, 64 * 1024 * 1024)
-    outcome: list[BaseException] = []
-    app_done = trio.Event()
-    sending = trio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/next":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-            return
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            sending.set()
-            await send({"type": "http.response.pathsend", "path": str(path)})
-        except BaseException as exc:
-            outcome.append(exc)
-            raise
-        finally:
-            app_done.set()
-
+    app = HugeFileApp(tmp_path)
     async with open_test_server(app, Config(lifespan="off", write_timeout=30)) as server:
         with trio.fail_after(20):
             async with stalled_client(server.port) as stream:
-                await sending.wait()
+                await app.sending.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 stream.socket.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                 )
-            await app_done.wait()
+            await app.done.wait()
             conn = TestConnection(await trio.open_tcp_stream("127.0.0.1", server.port))
             response = await conn.request("GET", "/next")
             await conn.aclose()
     assert (response.status, response.body) == (200, b"ok")
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], (trioserve.ClientDisconnected, trio.Cancelled))
+    assert len(app.outcome) == 1
+    assert isinstance(app.outcome[0], (trioserve.ClientDisconnected, trio.Cancelled))
     assert error_records(caplog) == []
