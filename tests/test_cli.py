@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from _pipes import PipeReader
 from click.testing import CliRunner, Result
 
 import trioserve
@@ -358,37 +359,13 @@ def test_app_dir_defaults_to_the_current_directory(monkeypatch: pytest.MonkeyPat
 # -- real processes ---------------------------------------------------------------------
 
 
-class Output:
-    """One pipe of a subprocess, read on demand."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
-        assert stream is not None
-        self.stream = stream
-        self.text = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        while True:
-            match = re.search(pattern, self.text)
-            if match is not None:
-                return match
-            data = await self.stream.receive_some()
-            if not data:
-                raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
-            self.text += data.decode()
-
-    async def read_rest(self) -> str:
-        while data := await self.stream.receive_some():
-            self.text += data.decode()
-        return self.text
-
-
 class Command:
     """``python -m trioserve ARGS`` running in a subprocess."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.stdout = Output(process.stdout)
-        self.stderr = Output(process.stderr)
+        self.stdout = PipeReader(process.stdout)
+        self.stderr = PipeReader(process.stderr)
         self.url = ""
 
     async def wait_serving(self) -> str:

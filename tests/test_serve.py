@@ -28,6 +28,7 @@ import h11
 import httpx
 import pytest
 import trio
+from _pipes import PipeReader
 
 import trioserve
 from trioserve import BindError, Config
@@ -558,37 +559,14 @@ trio.run(trioserve.serve, app, trioserve.Config(bind=["127.0.0.1:0"]))
 """
 
 
-class StderrReader:
-    """Reads a subprocess's stderr and waits for patterns in it."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.text = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        while True:
-            match = re.search(pattern, self.text)
-            if match is not None:
-                return match
-            data = await self.stream.receive_some()
-            if not data:
-                raise AssertionError(f"stderr ended before {pattern!r}:\n{self.text}")
-            self.text += data.decode()
-
-    async def read_rest(self) -> str:
-        while data := await self.stream.receive_some():
-            self.text += data.decode()
-        return self.text
-
-
-async def start_embedded() -> tuple[trio.Process, StderrReader, str]:
+async def start_embedded() -> tuple[trio.Process, PipeReader, str]:
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-c", EMBED_SCRIPT],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert proc.stderr is not None
-    reader = StderrReader(proc.stderr)
+    reader = PipeReader(proc.stderr)
     try:
         with trio.fail_after(15):
             match = await reader.wait_for(r"Serving on (http://127\.0\.0\.1:\d+)")
