@@ -32,10 +32,10 @@ holding two things:
        the request loop rather than one per request (a scope costs about 5 µs to
        enter and leave): a hang-up ends the connection anyway.
 
-    h11 parses the next pipelined request only after ``start_next_cycle``, which
-    happens only when the response is complete; when the client asked to close
-    (h11's ``MUST_CLOSE``), the loop ends instead and nothing more is parsed
-    (seed 001).
+    The protocol parses the next pipelined request only after
+    ``start_next_cycle``, which happens only when the response is complete; when
+    the client asked to close (h11's ``MUST_CLOSE``), the loop ends instead and
+    nothing more is parsed (seed 001).
 
 Writes happen in the task that calls ``send()``. The first write of a response
 carries the head together with the first body chunk; what the kernel does not take

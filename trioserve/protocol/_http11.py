@@ -1,4 +1,5 @@
-"""HTTP/1.1 for one connection: h11 parses requests, trioserve writes responses.
+"""HTTP/1.1 for one connection: requests parsed by h11 (or, for plain ones, by an
+exact subset of it), responses written by trioserve.
 
 h11 does the request side: parsing, the request's framing (Content-Length and
 chunked), and its strictness (no smuggling through CL+TE, obs-fold, bare CR...).
@@ -9,16 +10,25 @@ from the I/O layer:
   status to answer);
 - the request head size limit holds however the bytes arrive (h11 only checks the
   size of an *incomplete* head), and the request policy of :func:`_check_request`;
+- plain requests skip h11. A request line in origin-form with HTTP/1.0 or 1.1,
+  header fields without Transfer-Encoding, Expect or Upgrade, no body or a
+  Content-Length one, the head whole in the buffer: that is nearly every request,
+  and for it a fresh ``h11.Connection`` and its parse cost about as much CPU as
+  all the rest of a small request (see ``docs/performance.md``). The fast path
+  matches h11's own grammar, normalises as h11 does and applies the same checks,
+  and hands anything else, every error included, to h11 untouched. So it only
+  ever accepts what h11 would accept, with the same result, which
+  ``tests/protocol/test_fast_path.py`` checks against ``fast_path=False``;
 - the response side is written here, not by h11. Going through h11's event and
   state machinery for a response costs more CPU than everything else a small
-  request needs (about 23 µs of the ~80 µs budget; see ``docs/performance.md``),
-  while the rules are short: the same framing h11 chooses (Content-Length;
-  otherwise chunked for HTTP/1.1 and close-delimited for HTTP/1.0; no body for
-  HEAD, 204, 304 and a 2xx to CONNECT), the same validation of header names and
-  values, the same keep-alive decision. ``tests/protocol/test_response_writer.py``
-  holds the output to h11's own over every combination that matters. Each request gets a fresh ``h11.Connection``
-  (fed whatever followed the previous request), since h11 would not parse the next
-  request before it had been shown a response;
+  request needs, while the rules are short: the same framing h11 chooses
+  (Content-Length; otherwise chunked for HTTP/1.1 and close-delimited for
+  HTTP/1.0; no body for HEAD, 204, 304 and a 2xx to CONNECT), the same validation
+  of header names and values, the same keep-alive decision.
+  ``tests/protocol/test_response_writer.py`` holds the output to h11's own over
+  every combination that matters. A request h11 parses gets a fresh
+  ``h11.Connection`` (given whatever followed the previous request), since h11
+  would not parse the next request before it had been shown a response;
 - response header names go out lower-case, and reason phrases are filled in.
 """
 
@@ -60,6 +70,19 @@ _UNTIL_CLOSE = 2  # HTTP/1.0 without Content-Length: the close ends the body
 _NO_BODY = 3  # 204, 304, 2xx to CONNECT: no body may be sent
 _DROP_BODY = 4  # HEAD: the GET headers, and whatever body the app sends is dropped
 _OBS_FOLD = re.compile(rb"\n[ \t]")
+# How far the current request has come.
+_HEAD = 0  # waiting for a head; the bytes collect in _buf
+_BODY = 1  # a fast-path head was parsed; _body_left bytes of its body are to come
+_DONE = 2  # the fast-path request is complete; _buf holds what followed it
+_H11 = 3  # h11 parses this request
+# The fast path's grammar is h11's (RFC 9112 3, 5), restricted to HTTP/1.0 and
+# HTTP/1.1 and to targets in origin-form.
+_REQUEST_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+) (/[\x21-\x7e]*) HTTP/(1\.[01])")
+_HEADER_FIELD = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*"
+)
+# Fields that need h11's state machine (or its errors): such a request is h11's.
+_NOT_PLAIN = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
 _ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*@?[^/?#@]+")
 
 
@@ -242,22 +265,28 @@ class HTTP11Protocol:
     Args:
       limits: the request policy; a request that breaks it raises
           :class:`RemoteProtocolError` with the status to answer.
+      fast_path: parse plain requests (see :func:`_parse_plain_head`) without h11.
+          ``False`` sends every request through h11; the two give the same events,
+          which ``tests/protocol/test_fast_path.py`` checks.
     """
 
     __slots__ = (
+        "_body_left",
         "_body_seen",
+        "_buf",
         "_chunks",
+        "_closed",
         "_conn",
         "_continue_answered",
-        "_empty",
+        "_fast_path",
         "_fed",
         "_framing",
         "_head_request",
         "_head_sent",
-        "_head_start",
         "_http10",
         "_limits",
         "_method",
+        "_mode",
         "_raw",
         "_remaining",
         "_request_keep_alive",
@@ -265,21 +294,25 @@ class HTTP11Protocol:
         "_response_keep_alive",
     )
 
-    def __init__(self, limits: RequestLimits = RequestLimits()) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+    def __init__(self, limits: RequestLimits = RequestLimits(), *, fast_path: bool = True) -> None:
         self._limits = limits
-        # Byte positions in the stream fed to h11: how much was fed in all, and where
-        # the current request's head began (the end of the previous request).
+        self._fast_path = fast_path
+        self._mode = _HEAD
+        # Bytes received and not yet parsed, while h11 is not parsing this request.
+        self._buf = b""
+        # The client closed its side (b"" was received).
+        self._closed = False
+        # h11 for the current request, when the fast path did not take it.
+        self._conn: h11.Connection | None = None
+        # What the current h11 connection was fed in all.
         self._fed = 0
-        self._head_start = 0
-        # The bytes of the head being received. h11 consumes a head before it
-        # raises about it or unfolds it, so the policy checks that need the bytes
-        # as sent (obs-fold, Transfer-Encoding lists) read them here. Bounded by the
-        # head size limit; None while a body is being received.
-        self._raw: bytearray | None = bytearray()
-        # Nothing has been fed to the current h11 connection: no event can be ready.
-        self._empty = True
+        # The bytes of the head h11 is receiving. h11 consumes a head before it
+        # raises about it or unfolds it, so the policy checks that need the bytes as
+        # sent (obs-fold, Transfer-Encoding lists) read them here. Bounded by the
+        # head size limit; None once the head is parsed.
+        self._raw: bytearray | None = None
         self._body_seen = 0
+        self._body_left = 0  # of a fast-path request's body
         self._chunks: _ChunkScanner | None = None
         # The current request, as far as the response depends on it.
         self._method = b""
@@ -298,7 +331,18 @@ class HTTP11Protocol:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the client; ``b""`` means the client closed its side."""
-        self._empty = False
+        if self._closed and data:
+            # h11's way of saying so is a RuntimeError ("misuse"); it is the same
+            # whichever parser has the request.
+            raise RemoteProtocolError("received close, then received more data?")
+        if self._mode != _H11:
+            if data:
+                self._buf = self._buf + data if self._buf else bytes(data)
+            else:
+                self._closed = True
+            return
+        if not data:
+            self._closed = True
         self._fed += len(data)
         raw = self._raw
         if raw is not None and len(raw) <= self._limits.max_head_size:
@@ -307,10 +351,8 @@ class HTTP11Protocol:
         chunks = self._chunks
         if chunks is not None and not chunks.done:
             chunks.feed(data)
-        try:
-            self._conn.receive_data(data)
-        except RuntimeError as exc:  # data after EOF: h11's way of saying "misuse"
-            raise RemoteProtocolError(str(exc)) from exc
+        assert self._conn is not None
+        self._conn.receive_data(data)
 
     def next_event(self) -> RequestHead | BodyChunk | RequestEnd | Signal:
         """Return the next event, or a :class:`Signal` when there is none yet.
@@ -318,24 +360,140 @@ class HTTP11Protocol:
         Raises:
           RemoteProtocolError: the client's bytes are not acceptable HTTP/1.1.
         """
-        if self._empty:
-            return Signal.NEED_DATA
+        mode = self._mode
+        if mode == _HEAD:
+            if not self._buf:
+                return Signal.PEER_CLOSED if self._closed else Signal.NEED_DATA
+            if self._fast_path:
+                head = self._parse_plain_head()
+                if head is not None:
+                    return head
+            self._use_h11()
+        elif mode == _BODY:
+            return self._plain_body_event()
+        elif mode == _DONE:
+            if self._buf:
+                if not self._request_keep_alive:
+                    raise RemoteProtocolError("Got data when expecting EOF")
+                return Signal.PAUSED
+            return Signal.PEER_CLOSED if self._closed else Signal.NEED_DATA
+        return self._h11_event()
+
+    # The fast path. Most requests are a request line in origin-form and a few
+    # header fields, with no body or a Content-Length one, whole in one read. For
+    # those, h11's parse costs about a fifth of a small request's CPU, so they are
+    # parsed here: the same regular expressions as h11's, the same normalisation,
+    # and h11's and trioserve's checks. Anything else (a head not yet complete,
+    # chunked bodies, Expect, Upgrade, CONNECT, other target forms, anything
+    # malformed or over a limit) goes to h11, which gives the answer it always
+    # gave. So the fast path only ever accepts; it never has to be right about an
+    # error.
+
+    def _parse_plain_head(self) -> RequestHead | None:
+        """The head at the start of the buffer if it is a plain one (consumed), else
+        ``None`` (nothing consumed)."""
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        limits = self._limits
+        if end < 0 or end + 4 > limits.max_head_size:
+            return None
+        lines = buf[:end].split(b"\r\n")
+        match = _REQUEST_LINE.fullmatch(lines[0])
+        if match is None or len(lines) - 1 > limits.max_header_count:
+            return None
+        method, target, version = match.groups()
+        if len(target) > limits.max_target_length or method == b"CONNECT":
+            return None
+        headers: list[tuple[bytes, bytes]] = []
+        hosts = 0
+        length: bytes | None = None
+        close = False
+        for line in lines[1:]:
+            field = _HEADER_FIELD.fullmatch(line)
+            if field is None:
+                return None
+            name = field[1].lower()
+            value = field[2]
+            headers.append((name, value))
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                if length is not None or not _DIGITS.fullmatch(value):
+                    return None
+                length = value
+            elif name == b"connection":
+                close = close or b"close" in _comma_tokens(value)
+            elif name in _NOT_PLAIN:
+                return None
+        http10 = version == b"1.0"
+        if hosts > 1 or not (hosts or http10):
+            return None
+        size = int(length) if length is not None else 0
+        if limits.max_body_size is not None and size > limits.max_body_size:
+            return None
+        self._buf = buf[end + 4 :]
+        self._mode = _BODY
+        self._body_left = size
+        self._method = method
+        self._head_request = method == b"HEAD"
+        self._http10 = http10
+        self._request_keep_alive = not (http10 or close)
+        return RequestHead(method, target, version, headers)
+
+    def _plain_body_event(self) -> BodyChunk | RequestEnd | Signal:
+        left = self._body_left
+        if not left:
+            self._mode = _DONE
+            return RequestEnd()
+        buf = self._buf
+        if buf:
+            if len(buf) <= left:
+                self._buf = b""
+            else:
+                self._buf = buf[left:]
+                buf = buf[:left]
+            self._body_left = left - len(buf)
+            self._body_seen += len(buf)
+            return BodyChunk(buf)
+        if self._closed:
+            raise RemoteProtocolError(
+                "peer closed connection without sending complete message body "
+                f"(received {self._body_seen} bytes, expected {self._body_seen + left})"
+            )
+        return Signal.NEED_DATA
+
+    # The h11 path.
+
+    def _use_h11(self) -> None:
+        """Hand the current request, and every byte received of it, to h11."""
+        limit = self._limits.max_head_size
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
+        buf = self._buf
+        self._conn = conn
+        self._mode = _H11
+        self._buf = b""
+        self._fed = len(buf)
+        self._raw = bytearray(buf[: limit + 1])
+        if buf:
+            conn.receive_data(buf)
+        if self._closed:
+            conn.receive_data(b"")
+
+    def _h11_event(self) -> RequestHead | BodyChunk | RequestEnd | Signal:
+        conn = self._conn
+        assert conn is not None
         chunks = self._chunks
         if chunks is not None and chunks.error is not None:
             raise chunks.error
         try:
-            event = self._conn.next_event()
+            event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             raise self._refine_error(exc) from exc
-        # Ordered by frequency: a request is usually a head and an end.
         if type(event) is h11.Request:
             return self._request_head(event)
         if type(event) is h11.EndOfMessage:
             # Trailers (event.headers) are dropped: ASGI has no request trailers, so
             # no framing field can leak from them into what the app sees.
-            trailing = self._conn.trailing_data[0]
-            self._head_start = self._fed - len(trailing)
-            self._raw = bytearray(trailing)
             self._chunks = None
             return RequestEnd()
         if type(event) is h11.Data:
@@ -361,11 +519,10 @@ class HTTP11Protocol:
             # Before the head size: the status must not depend on how bytes arrive.
             raise RemoteProtocolError("Request target too long", 414)
         # h11 limits only heads still incomplete; a whole head that arrived in one
-        # read is measured here, exactly (padding and all), as the bytes h11 consumed
-        # since the previous request ended. Everything fed since then bounds that
-        # from above, so the buffer is looked at only when the bound is over.
+        # read is measured here, exactly (padding and all). Everything fed bounds it
+        # from above, so the captured bytes are looked at only when that is over.
         raw = self._raw
-        if self._fed - self._head_start > limits.max_head_size and raw is not None:
+        if self._fed > limits.max_head_size and raw is not None:
             # The captured bytes start where this head starts; the head ends at the
             # first empty line. Not found within limit + 1 bytes: too large.
             end = _SAFE_HEAD_END.search(raw)
@@ -379,10 +536,10 @@ class HTTP11Protocol:
         self._request_keep_alive = not self._http10 and not any(
             name == b"connection" and b"close" in _comma_tokens(value) for name, value in headers
         )
-        self._body_seen = 0
         if chunked:
             self._chunks = _ChunkScanner(limits.max_chunk_extension)
             # Body bytes that came with the head are already in h11's buffer.
+            assert self._conn is not None
             self._chunks.feed(self._conn.trailing_data[0])
         return RequestHead(event.method, event.target, event.http_version, headers)
 
@@ -403,20 +560,30 @@ class HTTP11Protocol:
     @property
     def expects_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` and waits for our answer."""
-        return self._conn.they_are_waiting_for_100_continue and not self._continue_answered
+        # The fast path leaves every request with an Expect field to h11.
+        conn = self._conn
+        return (
+            conn is not None
+            and conn.they_are_waiting_for_100_continue
+            and not self._continue_answered
+        )
 
     @property
     def request_complete(self) -> bool:
         """The whole current request, body included, has been received."""
+        if self._mode == _DONE:
+            return True
         # MIGHT_SWITCH_PROTOCOL: a complete request that offered an Upgrade (or a
         # CONNECT); h11 waits to see whether the response accepts it, and trioserve's
         # responses never do (no 101; a 2xx to CONNECT ends the connection).
-        return self._conn.their_state in _REQUEST_COMPLETE
+        return self._mode == _H11 and self._h11().their_state in _REQUEST_COMPLETE
 
     @property
     def has_buffered_data(self) -> bool:
         """Bytes of a next request (a pipelined one, or part of one) wait unparsed."""
-        return bool(self._conn.trailing_data[0])
+        if self._mode == _H11:
+            return bool(self._h11().trailing_data[0])
+        return bool(self._buf)
 
     @property
     def keep_alive(self) -> bool:
@@ -428,20 +595,25 @@ class HTTP11Protocol:
         complete and the connection stays open; return whether it did."""
         if not (self.keep_alive and self.request_complete):
             return False
-        data, closed = self._conn.trailing_data
-        self._conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self._limits.max_head_size
-        )
-        self._empty = not (data or closed)
-        if data:
-            self._conn.receive_data(data)
-        if closed:
-            self._conn.receive_data(b"")
+        if self._mode == _H11:
+            # h11 would not parse the next request before it had been shown a
+            # response; what followed this one starts afresh.
+            data, closed = self._h11().trailing_data
+            self._buf = bytes(data)
+            self._closed = closed
+            self._conn = None
+        self._mode = _HEAD
+        self._body_seen = 0
         self._head_request = False
         self._continue_answered = False
         self._head_sent = False
         self._response_done = False
         return True
+
+    def _h11(self) -> h11.Connection:
+        conn = self._conn
+        assert conn is not None
+        return conn
 
     # -- sending -----------------------------------------------------------------
 
