@@ -17,8 +17,11 @@ from typing import Any
 
 import trio
 import trio.lowlevel
+from _h11count import counting_h11
 
 from trioserve import Config
+from trioserve._connection import READER_TASK_NAME
+from trioserve._listeners import CONNECTION_TASK_NAME
 from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 REQUESTS = 50
@@ -33,7 +36,7 @@ class StepCounter(trio.abc.Instrument):
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         # The connection task (running HTTPConnection.run via the serve handler)
         # and its reader task.
-        if task.name.endswith(("._reader_with_keep_alive", ".handle")):
+        if task.name in (CONNECTION_TASK_NAME, READER_TASK_NAME):
             self.steps += 1
 
 
@@ -113,3 +116,28 @@ async def test_keep_alive_get_on_a_socket_costs_two_server_task_steps() -> None:
 
 async def test_keep_alive_post_on_a_socket_costs_the_same_steps_as_a_get() -> None:
     assert await socket_steps_per_request("POST", b"x" * 1000) == SOCKET_STEPS_PER_REQUEST
+
+
+# Plain requests are parsed by the protocol's fast path; h11 is for the rest. Going
+# back through h11 for every request would about double the CPU of a small request
+# (docs/performance.md), so the number of h11 connections is guarded too.
+
+
+async def test_plain_keep_alive_requests_make_no_h11_connection() -> None:
+    with counting_h11() as made:
+        await socket_steps_per_request("GET", b"")
+        await socket_steps_per_request("POST", b"x" * 1000)
+    assert made[0] == 0
+
+
+async def test_a_request_the_fast_path_declines_is_parsed_by_h11() -> None:
+    # An absolute-form target: valid, served, but not the fast path's plain shape.
+    async with open_test_server(hello, Config(lifespan="off")) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        connection = TestConnection(stream)
+        with counting_h11() as made:
+            for _ in range(3):
+                response = await connection.request("GET", "http://testserver/")
+                assert response.status == 200
+        await connection.aclose()
+    assert made[0] == 3

@@ -94,6 +94,9 @@ error_logger = logging.getLogger("trioserve.error")
 #: Bytes one read may return. Large enough for a request with a 64 KiB body to
 #: arrive in one read (measured: -30% CPU for such POSTs against 64 KiB reads);
 #: the buffer bound is ``READ_HIGH_WATER + READ_CHUNK``.
+# Task names, given as constants: trio would otherwise make a new string for every
+# task it starts.
+READER_TASK_NAME = "trioserve.connection.reader"
 READ_CHUNK = 256 * 1024
 #: The reader pauses while this many bytes wait to be parsed (read flow control).
 READ_HIGH_WATER = 64 * 1024
@@ -214,6 +217,33 @@ class HTTPConnection:
           into every request scope.
     """
 
+    __slots__ = (
+        "_app_scope",
+        "_base_scope",
+        "_closing",
+        "_config",
+        "_cycle",
+        "_data_lot",
+        "_discarding",
+        "_eof_fed",
+        "_extensions",
+        "_fd",
+        "_idle",
+        "_idle_expired",
+        "_idle_since",
+        "_peer_closed",
+        "_pending",
+        "_pending_size",
+        "_proto",
+        "_reader_scope",
+        "_room_lot",
+        "_server",
+        "_stream",
+        "_write_broken",
+        "_write_lot",
+        "_writing",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -242,8 +272,10 @@ class HTTPConnection:
         self._eof_fed = False
         self._discarding = False
         self._data_lot = trio.lowlevel.ParkingLot()
-        self._room_lot = trio.lowlevel.ParkingLot()
-        self._write_lot = trio.lowlevel.ParkingLot()
+        # Made when first needed: most connections never wait for room to read or
+        # for another task's write, and an idle connection's memory counts.
+        self._room_lot: trio.lowlevel.ParkingLot | None = None
+        self._write_lot: trio.lowlevel.ParkingLot | None = None
         self._writing = False
         self._write_broken = False
         self._closing = server.shutting_down
@@ -253,7 +285,8 @@ class HTTPConnection:
         self._idle_since = 0.0
         self._reader_scope: trio.CancelScope | None = None
         self._idle_expired = False
-        self._app_scope = trio.CancelScope()
+        # The app scope: the connection nursery's own (see run()).
+        self._app_scope: trio.CancelScope | None = None
         self._cycle: _RequestCycle | None = None
         # A plain socket is read and written through its file descriptor directly:
         # trio's SocketStream adds a scheduling point to every call, two per request.
@@ -264,15 +297,17 @@ class HTTPConnection:
         self._server.connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader_with_keep_alive)
+                # The app scope, what a hang-up cancels (seed 004), is the nursery's
+                # own: one scope for the connection rather than one per request, since
+                # a hang-up ends the connection anyway. After the cancelled request
+                # there is nothing left to serve, the reader has already finished,
+                # and on the way out nothing waits (no error answer, no linger, no
+                # drain: the peer is gone). A scope of its own would cost an idle
+                # connection about 0.6 KiB.
+                self._app_scope = nursery.cancel_scope
+                nursery.start_soon(self._reader_with_keep_alive, name=READER_TASK_NAME)
                 try:
-                    # The app scope: what a hang-up cancels (seed 004). One scope for
-                    # the connection rather than one per request, since a hang-up
-                    # ends the connection anyway: after the cancelled request there is
-                    # nothing left to serve, and on the way out nothing waits (no
-                    # error answer, no linger, no drain: the peer is gone).
-                    with self._app_scope:
-                        await self._serve_requests()
+                    await self._serve_requests()
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
@@ -315,6 +350,8 @@ class HTTPConnection:
         receive_some = self._stream.receive_some
         while True:
             while self._pending_size >= READ_HIGH_WATER and not self._discarding:
+                if self._room_lot is None:
+                    self._room_lot = trio.lowlevel.ParkingLot()
                 await self._room_lot.park()
             data: bytes | bytearray
             if fd >= 0:
@@ -350,7 +387,8 @@ class HTTPConnection:
             data = bytes(pending[0]) if len(pending) == 1 else b"".join(pending)
             pending.clear()
             self._pending_size = 0
-            self._room_lot.unpark_all()
+            if self._room_lot is not None:
+                self._room_lot.unpark_all()
             self._proto.receive_data(data)
             return True
         if eof and self._peer_closed and not self._eof_fed:
@@ -375,7 +413,16 @@ class HTTPConnection:
     # -- the request cycle -------------------------------------------------------
 
     async def _serve_requests(self) -> None:
+        proto = self._proto
         while True:
+            # Idle, between requests: the only wait the keep-alive deadline covers.
+            # Waited for here rather than in _read_head, so that an idle connection
+            # holds one suspended frame fewer.
+            if (
+                not (proto.has_buffered_data or self._pending or self._peer_closed)
+                and not await self._wait_idle()
+            ):
+                return
             try:
                 head = await self._read_head()
             except RemoteProtocolError as exc:
@@ -409,18 +456,10 @@ class HTTPConnection:
         return not self._idle_expired and (bool(self._pending) or self._peer_closed)
 
     async def _read_head(self) -> RequestHead | None:
-        """The next request head, or ``None`` when the connection should end quietly
-        (keep-alive expiry, shutdown while idle, clean EOF)."""
+        """The next request head, once the first bytes of it (or the EOF) are here;
+        ``None`` when the connection should end quietly (a clean EOF)."""
         proto = self._proto
         event = proto.next_event()
-        if (
-            event is Signal.NEED_DATA
-            and not self._feed()
-            and not proto.has_buffered_data
-            # Idle: the only wait the keep-alive deadline covers.
-            and not await self._wait_idle()
-        ):
-            return None
         if event is Signal.NEED_DATA:
             self._feed()
             event = proto.next_event()
@@ -517,7 +556,8 @@ class HTTPConnection:
         self._discarding = True
         self._pending.clear()
         self._pending_size = 0
-        self._room_lot.unpark_all()
+        if self._room_lot is not None:
+            self._room_lot.unpark_all()
         stream = self._stream
         if not isinstance(stream, trio.abc.HalfCloseableStream):
             # Without a half-close the client cannot see the end before we close.
@@ -587,8 +627,7 @@ class HTTPConnection:
         if self._write_broken:
             raise ClientDisconnected("The client has disconnected")
         await trio.lowlevel.checkpoint_if_cancelled()
-        while self._writing:
-            await self._write_lot.park()
+        await self._wait_to_write()
         self._writing = True
         sent = 0
         try:
@@ -614,12 +653,18 @@ class HTTPConnection:
                 sent += step
         finally:
             self._writing = False
-            self._write_lot.unpark_all()
+            if self._write_lot is not None:
+                self._write_lot.unpark_all()
         return sent
 
-    async def _write_waiting(self, data: bytes, *, shield: bool) -> None:
+    async def _wait_to_write(self) -> None:
         while self._writing:
+            if self._write_lot is None:
+                self._write_lot = trio.lowlevel.ParkingLot()
             await self._write_lot.park()
+
+    async def _write_waiting(self, data: bytes, *, shield: bool) -> None:
+        await self._wait_to_write()
         self._writing = True
         try:
             with trio.CancelScope(
@@ -632,7 +677,8 @@ class HTTPConnection:
                     raise ClientDisconnected("The client has disconnected") from exc
         finally:
             self._writing = False
-            self._write_lot.unpark_all()
+            if self._write_lot is not None:
+                self._write_lot.unpark_all()
         if scope.cancelled_caught:
             self._write_broken = True
             raise ClientDisconnected("The client did not read the response in time")
@@ -711,6 +757,7 @@ class _RequestCycle:
             self._state_lot.unpark_all()
         if self.cancel_on_disconnect:
             self.cancelled_by_disconnect = True
+            assert self._conn._app_scope is not None
             self._conn._app_scope.cancel()
 
     async def run(self) -> None:

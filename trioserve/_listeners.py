@@ -72,6 +72,9 @@ error_logger = logging.getLogger("trioserve.error")
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: Pause before accepting again after such an error.
 _ACCEPT_BACKOFF = 0.1
+# The name of every connection's task, a constant: trio would otherwise make a new
+# string for each (an idle connection's memory counts).
+CONNECTION_TASK_NAME = "trioserve.connection"
 
 #: ``socket.AF_UNIX``, or ``None`` on a platform without Unix domain sockets.
 _AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
@@ -369,7 +372,7 @@ async def accept_loop(
             # The peer left before we looked (ENOTCONN): nothing to serve.
             await trio.aclose_forcefully(stream)
             continue
-        nursery.start_soon(handler, stream, client, server)
+        nursery.start_soon(handler, stream, client, server, name=CONNECTION_TASK_NAME)
 
 
 async def tls_handshake(

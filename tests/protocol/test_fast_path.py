@@ -23,39 +23,17 @@ need none.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import h11
 import pytest
+from _h11count import counting_h11
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from trioserve import RemoteProtocolError
-from trioserve.protocol import _http11
 from trioserve.protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
 from trioserve.protocol._http11 import HTTP11Protocol, RequestLimits
 
 LIMITS = RequestLimits(max_head_size=300, max_target_length=120, max_header_count=6)
 SMALL_BODY = RequestLimits(max_head_size=300, max_body_size=8)
-
-
-@contextmanager
-def counting_h11() -> Iterator[list[int]]:
-    """Count the ``h11.Connection`` objects ``HTTP11Protocol`` makes."""
-    made = [0]
-    real = h11.Connection
-
-    class Counted(real):  # type: ignore[misc,valid-type]
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            made[0] += 1
-            super().__init__(*args, **kwargs)
-
-    _http11.h11.Connection = Counted  # type: ignore[misc]
-    try:
-        yield made
-    finally:
-        _http11.h11.Connection = real  # type: ignore[misc]
 
 
 def trace(
