@@ -375,3 +375,36 @@ async def test_client_reset_during_pathsend_ends_quietly_and_the_server_goes_on(
     assert len(app.outcome) == 1
     assert isinstance(app.outcome[0], (trioserve.ClientDisconnected, trio.Cancelled))
     assert error_records(caplog) == []
+
+
+async def test_file_truncated_during_pathsend_closes_the_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stalled_client: Any
+) -> None:
+    """The file shrinks while sendfile() waits for the client to drain: the framing
+    promised bytes that will never come, so send() raises, the error is logged and
+    the connection is closed (the client sees a chunked body without its last
+    chunk, then EOF), rather than a response that silently looks complete."""
+    caplog.set_level(logging.DEBUG, logger="trioserve.error")
+    app = HugeFileApp(tmp_path)
+    received = bytearray()
+    async with open_test_server(app, Config(lifespan="off", write_timeout=30)) as server:
+        with trio.fail_after(20):
+            async with stalled_client(server.port) as stream:
+                # Bytes of the file itself have arrived: the file is open and its
+                # size taken, and sendfile() has filled the socket buffers.
+                while len(received.partition(b"\r\n\r\n")[2]) < 64 * 1024:
+                    received += await stream.receive_some(4096)
+                await trio.testing.wait_all_tasks_blocked()  # sendfile() is waiting
+                os.truncate(app.path, 0)
+                while data := await stream.receive_some(1024 * 1024):
+                    received += data
+            await app.done.wait()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding: chunked" in head
+    assert 0 < len(body) < 64 * 1024 * 1024
+    assert not body.endswith(b"0\r\n\r\n")
+    assert len(app.outcome) == 1
+    assert isinstance(app.outcome[0], trioserve.LocalProtocolError)
+    assert "The file ended after" in str(app.outcome[0])
+    assert any("Exception in ASGI application" in r.getMessage() for r in error_records(caplog))

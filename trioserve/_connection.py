@@ -373,6 +373,9 @@ class HTTPConnection:
                 self._pending.append(data)
                 self._pending_size += len(data)
                 self._data_lot.unpark_all()
+            # Not kept while the reader waits: it may be a 256 KiB read, and an idle
+            # connection would hold it until its next request.
+            del data
         self._peer_closed = True
         self._data_lot.unpark_all()
         if self._cycle is not None:
@@ -436,6 +439,7 @@ class HTTPConnection:
             if not await self._handle(head):
                 await self._linger()
                 return
+            del head  # not kept alive through the idle wait
 
     async def _wait_idle(self) -> bool:
         """Wait for the first byte of the next request: the only wait the keep-alive
