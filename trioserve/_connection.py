@@ -28,9 +28,9 @@ holding two things:
     2. *header scope*: ``move_on_after(header_timeout)`` around reading the rest of
        the head (408 on expiry), only when the head has to be waited for.
     3. *app scope*: the ASGI app runs inside ``_app_scope``, which the reader cancels
-       on a hang-up when the policy says so. It is one scope per connection around
-       the request loop rather than one per request (a scope costs about 5 µs to
-       enter and leave): a hang-up ends the connection anyway.
+       on a hang-up when the policy says so. It is the connection nursery's own
+       cancel scope rather than one per request (a scope costs about 5 µs to enter
+       and leave, and memory while idle): a hang-up ends the connection anyway.
 
     The protocol parses the next pipelined request only after
     ``start_next_cycle``, which happens only when the response is complete; when
