@@ -91,12 +91,12 @@ __all__ = ["HTTPConnection", "ServerState"]
 
 error_logger = logging.getLogger("trioserve.error")
 
-#: Bytes one read may return. Large enough for a request with a 64 KiB body to
-#: arrive in one read (measured: -30% CPU for such POSTs against 64 KiB reads);
-#: the buffer bound is ``READ_HIGH_WATER + READ_CHUNK``.
 # Task names, given as constants: trio would otherwise make a new string for every
 # task it starts.
 READER_TASK_NAME = "trioserve.connection.reader"
+#: Bytes one read may return. Large enough for a request with a 64 KiB body to
+#: arrive in one read (measured: -30% CPU for such POSTs against 64 KiB reads);
+#: the buffer bound is ``READ_HIGH_WATER + READ_CHUNK``.
 READ_CHUNK = 256 * 1024
 #: The reader pauses while this many bytes wait to be parsed (read flow control).
 READ_HIGH_WATER = 64 * 1024
