@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import h11
 
-from trioserve.protocol import _http11
+from trioserve.protocol import _http11_parser
 
 
 @contextmanager
@@ -27,8 +27,8 @@ def counting_h11() -> Iterator[list[int]]:
                 made[0] += 1
             super().__init__(our_role, **kwargs)
 
-    _http11.h11.Connection = Counted  # type: ignore[misc]
+    _http11_parser.h11.Connection = Counted  # type: ignore[misc]
     try:
         yield made
     finally:
-        _http11.h11.Connection = real  # type: ignore[misc]
+        _http11_parser.h11.Connection = real  # type: ignore[misc]

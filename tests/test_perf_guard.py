@@ -20,8 +20,8 @@ import trio.lowlevel
 from _h11count import counting_h11
 
 from trioserve import Config
-from trioserve._connection import READER_TASK_NAME
 from trioserve._listeners import CONNECTION_TASK_NAME
+from trioserve.connection._http11 import READER_TASK_NAME
 from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 REQUESTS = 50

@@ -265,9 +265,8 @@ def cli(
         _fail(str(exc), 3)
     # Everything imported so far (trio, h11, the app and its framework) lives as
     # long as the process: moving it out of the collector's reach makes every full
-    # collection cheaper. Measured on hello, three interleaved pairs: +14 to +38%
-    # requests/s and a lower p99 in each. serve() itself leaves the embedder's GC
-    # alone.
+    # collection cheaper, which shows in throughput and p99 (docs/performance.md).
+    # serve() itself leaves the embedder's GC alone.
     gc.collect()
     gc.freeze()
     try:

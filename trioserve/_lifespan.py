@@ -10,15 +10,12 @@ sends ``lifespan.shutdown`` and waits for the answer, each under its own deadlin
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._app_call import Outcome, call_app
 from ._errors import LifespanFailure, LocalProtocolError
-
-if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
-    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -104,22 +101,14 @@ class Lifespan:
             "asgi": {"version": "3.0", "spec_version": "2.0"},
             "state": self.state,
         }
+        outcome = None  # stays so when the server cancels the lifespan task
         try:
             with trio.CancelScope() as self._scope:
-                await self._app(scope, self._receive, self._send)
-        except BaseException as exc:
-            errors: BaseException | None = exc
-            rest: BaseException | None = None
-            if isinstance(exc, BaseExceptionGroup):
-                errors, rest = exc.split(Exception)
-            elif not isinstance(exc, Exception):
-                errors, rest = None, exc
-            if errors is not None:
-                self._app_raised(errors)
-            if rest is not None:
-                raise rest from None
-        else:
-            if self._phase == "startup" and not self._answered.is_set():
+                outcome = await call_app(
+                    self._app, scope, self._receive, self._send, self._app_raised
+                )
+            returned = outcome is Outcome.RETURNED or outcome is Outcome.RETURNED_VALUE
+            if returned and self._phase == "startup" and not self._answered.is_set():
                 # Returned without a word: it does not speak lifespan.
                 self._not_supported("the app returned before answering lifespan.startup")
         finally:

@@ -1,9 +1,10 @@
 """Binds to listeners, and the accept loop that turns accepted streams into
 connections.
 
-This is the only layer that knows about sockets: it reads the peer and local
-addresses off each accepted socket and hands them to the connection as plain
-parameters, so the connection code runs the same over in-memory streams.
+This layer reads the peer and local addresses off each accepted socket and hands
+them to the connection as plain parameters, so the connection code runs the same
+over in-memory streams. (Beyond it, only the transport's stream class for plain
+sockets, :class:`trioserve._transport.SocketFdStream`, touches a socket.)
 
 Theory of operation
 -------------------

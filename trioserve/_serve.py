@@ -6,7 +6,7 @@
     └── server nursery
         ├── lifespan task          startup before listening, shutdown after draining
         └── connection nursery     per connection: TLS handshake (if any), then
-            │                      HTTPConnection.run()
+            │                      the connection kind (connection.serve_stream)
             └── accept nursery     an accept loop per listener, the shutdown watchers
 
 Shutdown is a sequence of scope operations, not a protocol between tasks: cancel
@@ -32,20 +32,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import Config
-from ._connection import HTTPConnection, ServerState
 from ._errors import BindError, ConfigError, LifespanFailure
 from ._lifespan import Lifespan
-from ._listeners import (
-    Address,
-    ServerAddress,
-    TLSListener,
-    accept_loop,
-    describe_client,
-    listener_url,
-    open_listeners_with_tls,
-    tls_handshake,
-)
+from ._listeners import TLSListener, accept_loop, listener_url, open_listeners_with_tls
+from ._server_state import ServerState
 from ._tls import create_server_tls
+from .connection import serve_stream, serve_tls_stream
 
 if TYPE_CHECKING:
     from ._types import ASGIApp
@@ -171,59 +163,16 @@ async def _serve_connections(
     shutdown = trio.Event()
     server = ServerState(app, config, lifespan_state, shutdown)
 
-    async def handle(
-        stream: trio.abc.Stream, client: Address | None, local: ServerAddress | None
-    ) -> None:
-        await HTTPConnection(stream, server, client, local, scheme).run()
-
-    async def handle_tls(
-        listener: TLSListener,
-        stream: trio.SSLStream[trio.abc.Stream],
-        client: Address | None,
-        local: ServerAddress | None,
-    ) -> None:
-        # The handshake runs here, in the connection's own task: in the accept
-        # loop, one silent client would stop everyone else from being accepted.
-        extension = None
-        # Shutdown closes the listeners before it begins, so a connection starting
-        # after that is a narrow race; it would only be closed as idle anyway.
-        if not server.shutting_down:  # pragma: no branch
-            with trio.move_on_after(config.ssl_handshake_timeout) as scope:
-                # Also cancelled when shutdown begins: a connection that only now
-                # completed its handshake would be closed as idle at once anyway.
-                server.handshakes.add(scope)
-                try:
-                    extension = await tls_handshake(stream, listener.tls, client)
-                finally:
-                    server.handshakes.discard(scope)
-            if scope.cancelled_caught and not server.shutting_down:
-                logger.debug(
-                    "TLS handshake with %s not done after %gs; dropping it",
-                    describe_client(client),
-                    config.ssl_handshake_timeout,
-                )
-        if extension is None:
-            await trio.aclose_forcefully(stream)
-            return
-        await HTTPConnection(
-            stream,
-            server,
-            client,
-            local,
-            "https",
-            {"tls": extension},
-        ).run()
-
     async with trio.open_nursery() as connection_nursery:
         try:
             async with trio.open_nursery() as accept_nursery:
                 for listener in listeners:
-                    if isinstance(listener, TLSListener):
-                        accept_nursery.start_soon(
-                            accept_loop, listener, connection_nursery, partial(handle_tls, listener)
-                        )
-                    else:
-                        accept_nursery.start_soon(accept_loop, listener, connection_nursery, handle)
+                    handler: Callable[..., Awaitable[None]] = (
+                        partial(serve_tls_stream, server, listener)
+                        if isinstance(listener, TLSListener)
+                        else partial(serve_stream, server, scheme)
+                    )
+                    accept_nursery.start_soon(accept_loop, listener, connection_nursery, handler)
                 if shutdown_trigger is not None:
                     accept_nursery.start_soon(_set_after, shutdown_trigger, shutdown)
                 if install_signal_handlers:

@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 
 from trioserve import RemoteProtocolError
 from trioserve.protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
-from trioserve.protocol._http11 import HTTP11Protocol, RequestLimits
+from trioserve.protocol._http11 import HTTP11Protocol
+from trioserve.protocol._http11_policy import RequestLimits
 
 LIMITS = RequestLimits(max_head_size=300, max_target_length=120, max_header_count=6)
 SMALL_BODY = RequestLimits(max_head_size=300, max_body_size=8)

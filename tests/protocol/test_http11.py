@@ -18,7 +18,9 @@ import pytest
 
 from trioserve import LocalProtocolError, RemoteProtocolError
 from trioserve.protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
-from trioserve.protocol._http11 import HTTP11Protocol, RequestLimits, error_body
+from trioserve.protocol._http11 import HTTP11Protocol
+from trioserve.protocol._http11_policy import RequestLimits
+from trioserve.protocol._http11_writer import error_body
 
 LIMIT = 16 * 1024
 

@@ -90,7 +90,8 @@ def test_protocol_modules_import_no_trio_socket_or_ssl() -> None:
             importlib.import_module(name)
 
         from trioserve.protocol._asgi import ResponseState, build_http_scope, check_response_start
-        from trioserve.protocol._http11 import HTTP11Protocol, RequestLimits
+        from trioserve.protocol._http11 import HTTP11Protocol
+        from trioserve.protocol._http11_policy import RequestLimits
 
         proto = HTTP11Protocol(RequestLimits(max_head_size=16384))
         proto.receive_data(b"GET /x?y HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")

@@ -1,4 +1,4 @@
-"""Events passed from the HTTP/1.1 protocol object to the I/O layer."""
+"""Events passed from the HTTP/1.1 request parser to the I/O layer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ __all__ = ["BodyChunk", "RequestEnd", "RequestHead", "Signal"]
 
 
 class Signal(enum.Enum):
-    """Sentinels returned by :meth:`HTTP11Protocol.next_event` that carry no data."""
+    """Sentinels returned by :meth:`RequestParser.next_event` that carry no data."""
 
     #: More bytes are needed before the next event can be produced.
     NEED_DATA = "NEED_DATA"

@@ -1,0 +1,80 @@
+"""The keep-alive deadline: how long a connection may sit idle between requests.
+
+It can end a connection only while the connection is idle, never while a request
+is being read or served (the shape of uvicorn #1637, where the timer fired during
+a pipelined request). A cancel scope around the idle wait alone would say that
+directly, but entering and leaving a timed scope for every request is measurably
+slower than the rest of a small request's scheduling (``docs/performance.md``).
+So the deadline lives on one cancel scope that wraps the connection's reader task
+for the connection's whole life (:meth:`KeepAlive.guard`), and the connection
+only marks when it goes idle (:meth:`~KeepAlive.arm`) and when it stops being
+idle (:meth:`~KeepAlive.disarm`). When the scope's deadline passes, the guard
+looks at the idle mark: idle for the whole timeout means expired, and the reader
+ends; otherwise the deadline moves to where the current idle period would end,
+or away while a request is being served, and the reader goes on. It costs one
+wake-up per ``keep_alive_timeout`` on a busy connection, and nothing per request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+__all__ = ["KeepAlive"]
+
+
+class KeepAlive:
+    """The keep-alive deadline of one connection.
+
+    Args:
+      timeout: seconds a connection may be idle (``keep_alive_timeout``).
+      on_expiry: called when the deadline expires, to wake the idle wait.
+
+    Attributes:
+      armed: the connection is idle now (read-only: see :meth:`arm`).
+      expired: the connection was idle for the whole timeout, and the guarded
+          task ended (read-only).
+    """
+
+    __slots__ = ("_idle_since", "_on_expiry", "_scope", "_timeout", "armed", "expired")
+
+    def __init__(self, timeout: float, on_expiry: Callable[[], None]) -> None:
+        self._timeout = timeout
+        self._on_expiry = on_expiry
+        self._idle_since = 0.0
+        self._scope: trio.CancelScope | None = None
+        self.armed = False
+        self.expired = False
+
+    def arm(self) -> None:
+        """The connection is idle from now on."""
+        self.armed = True
+        self._idle_since = trio.current_time()
+        scope = self._scope
+        if scope is not None and scope.deadline == math.inf:
+            scope.deadline = self._idle_since + self._timeout
+
+    def disarm(self) -> None:
+        """The connection is no longer idle. (The scope's deadline stays where it
+        is; when it passes, the guard moves it, which is cheaper than moving it
+        for every request.)"""
+        self.armed = False
+
+    async def guard(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run ``fn(*args)`` (the reader) so that the deadline can end it; return
+        when it returns, or when the connection was idle for the whole timeout
+        (then :attr:`expired` is true and ``on_expiry()`` was called). ``fn`` is
+        cancelled and called again when the deadline moves, so it must be safe to
+        restart."""
+        timeout = self._timeout
+        while True:
+            deadline = self._idle_since + timeout if self.armed else math.inf
+            with trio.CancelScope(deadline=deadline) as self._scope:
+                await fn(*args)
+                return
+            if self.armed and trio.current_time() >= self._idle_since + timeout:
+                self.expired = True
+                self._on_expiry()
+                return
