@@ -37,6 +37,18 @@ import h11
 import pytest
 import trio
 import trio.testing
+from _helpers import (
+    ERROR_LOGGER,
+    Receive,
+    Scope,
+    Send,
+    body,
+    error_log_records,
+    http_only,
+    read_body,
+    send_text,
+    start,
+)
 
 import trioserve
 from trioserve import Config
@@ -45,55 +57,9 @@ from trioserve.testing import TestConnection, open_test_client, open_test_server
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-ERROR_LOGGER = "trioserve.error"
 DISCONNECT = {"type": "http.disconnect"}
 
 # -- helpers ----------------------------------------------------------------------
-
-
-def http_only(app: App) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
-
-
-def start(status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    return {"type": "http.response.start", "status": status, "headers": headers or []}
-
-
-def body(data: bytes = b"", more: bool = False) -> dict[str, Any]:
-    return {"type": "http.response.body", "body": data, "more_body": more}
-
-
-async def send_text(send: Send, text: str) -> None:
-    payload = text.encode()
-    await send(
-        start(200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(payload))])
-    )
-    await send(body(payload))
-
-
-async def read_body(receive: Receive) -> bytes:
-    data = b""
-    while True:
-        message = await receive()
-        assert message["type"] == "http.request", message
-        data += bytes(message["body"])
-        if not message.get("more_body", False):
-            return data
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == ERROR_LOGGER and r.levelno >= logging.ERROR]
 
 
 def debug_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -192,7 +158,7 @@ async def test_client_reset_cancels_running_get_app_without_error_log(
     assert outcome == ["cancelled"]
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.endswith(b"\r\n\r\nstill serving")
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 2. writing to a vanished client on a real socket -------------------------------
@@ -255,7 +221,7 @@ async def test_streaming_to_reset_client_raises_client_disconnected(
     assert len(errors) == 2, errors
     assert all(isinstance(e, trioserve.ClientDisconnected) for e in errors), errors
     assert all(isinstance(e, OSError) for e in errors)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 3. receive() parked after the whole body ----------------------------------------
@@ -308,7 +274,7 @@ async def test_receive_parked_after_body_returns_disconnect_once_response_comple
     [(message, returned_at)] = late
     assert message == DISCONNECT
     assert returned_at - t0[0] == pytest.approx(1)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 async def test_receive_after_full_post_body_blocks_until_client_hangs_up(
@@ -343,7 +309,7 @@ async def test_receive_after_full_post_body_blocks_until_client_hangs_up(
             await conn.aclose()
             await ended.wait()
     assert messages == [(DISCONNECT, hung_up_at)]
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 4. exception groups from apps ------------------------------------------------------
@@ -400,7 +366,7 @@ async def test_exception_group_of_only_client_disconnects_is_logged_at_debug(
     assert isinstance(group, ExceptionGroup)
     assert len(leaves(group)) == 2
     assert all(isinstance(e, trioserve.ClientDisconnected) for e in leaves(group))
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
     assert debug_records(caplog) != []
 
 
@@ -419,7 +385,7 @@ async def test_exception_group_mixing_disconnect_and_real_error_is_logged_at_err
     [group] = raised
     kinds = sorted(type(e).__name__ for e in leaves(group))
     assert kinds == ["ClientDisconnected", "ValueError"]
-    [record] = error_records(caplog)
+    [record] = error_log_records(caplog)
     assert record.exc_info is not None
     logged = record.exc_info[1]
     assert logged is not None
@@ -469,7 +435,7 @@ async def test_post_app_called_after_client_closed_sees_disconnect_and_send_fail
     assert requests in ([], [{"type": "http.request", "body": b"abc", "more_body": False}])
     [error] = send_errors
     assert isinstance(error, trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 6. hang-up between http.response.start and the body ---------------------------------
@@ -520,7 +486,7 @@ async def test_hang_up_after_response_start_makes_body_send_raise(
     assert [name for name, _ in outcome] == ["start", "body"]
     assert outcome[0][1] is None
     assert isinstance(outcome[1][1], trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 7. Expect: 100-continue and a client that is gone ------------------------------------
@@ -575,7 +541,7 @@ async def test_100_continue_client_gone_before_receive_gives_disconnect(
     # receive() did not raise; only the response send finds the client gone.
     [error] = errors
     assert isinstance(error, trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 8. a connection that becomes idle after shutdown began -------------------------------
@@ -627,7 +593,7 @@ async def test_connection_idle_after_shutdown_began_is_closed_without_keep_alive
     assert closed_at == sent_at
     assert stopped_at == closed_at
     assert calls == ["/upload"]
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 9. no server and no date header, anywhere ----------------------------------------------
@@ -756,4 +722,4 @@ async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadlin
     assert isinstance(exc, trioserve.ClientDisconnected)
     assert "in time" in str(exc)
     assert sent < 4096
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []

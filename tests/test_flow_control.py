@@ -24,21 +24,12 @@ from typing import Any
 
 import h11
 import trio
+from _helpers import http_only
 
 from trioserve.testing import TestConnection, open_test_client
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
 
 
 def pattern(size: int) -> bytes:

@@ -17,11 +17,10 @@ closed *by the behaviour under test* (and not by the keep-alive timer) run under
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import h11
@@ -29,201 +28,33 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from _helpers import (
+    ERROR_LOGGER,
+    GET,
+    GET_CLOSE,
+    NODATE,
+    Receive,
+    Scope,
+    Send,
+    Wire,
+    body,
+    dribble,
+    echo_app,
+    error_log_records,
+    http_only,
+    parse_all,
+    parse_one,
+    parse_single,
+    raw_closed_at_once,
+    read_body,
+    scope_recorder,
+    start,
+    streaming_app,
+    text_app,
+)
 
 from trioserve import Config, LocalProtocolError
-from trioserve.testing import TestClient, TestConnection, open_test_client, open_test_server
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[Any]]
-
-#: Default config for byte-exact assertions: no ``date`` header (it changes).
-NODATE = Config(include_date_header=False)
-
-ERROR_LOGGER = "trioserve.error"
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def http_only(app: App) -> App:
-    """Wrap ``app`` so that it ignores the lifespan scope (``lifespan="auto"`` then
-    notes it as unsupported and the server starts and stops at once)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> Any:
-        if scope["type"] != "http":
-            return None
-        return await app(scope, receive, send)
-
-    return wrapped
-
-
-def start(status: int = 200, headers: Iterable[Any] = ()) -> dict[str, Any]:
-    return {"type": "http.response.start", "status": status, "headers": headers}
-
-
-def body(data: bytes = b"", more: bool = False) -> dict[str, Any]:
-    return {"type": "http.response.body", "body": data, "more_body": more}
-
-
-def text_app(payload: bytes = b"hello", extra: Sequence[tuple[bytes, bytes]] = ()) -> App:
-    """200 with ``content-type``, ``content-length`` and ``payload``."""
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/plain"),
-            (b"content-length", str(len(payload)).encode()),
-            *extra,
-        ]
-        await send(start(200, headers))
-        await send(body(payload))
-
-    return app
-
-
-def streaming_app(parts: Sequence[bytes] = (b"hello", b" world")) -> App:
-    """200 without ``content-length``, the body in several messages."""
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200, [(b"content-type", b"text/plain")]))
-        for part in parts:
-            await send(body(part, more=True))
-        await send(body(b""))
-
-    return app
-
-
-async def read_body(receive: Receive) -> bytes:
-    data = b""
-    while True:
-        message = await receive()
-        assert message["type"] == "http.request", message
-        data += message["body"]
-        if not message.get("more_body", False):
-            return data
-
-
-def echo_app() -> App:
-    """Reads the whole body and answers it back with a content-length."""
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        data = await read_body(receive)
-        await send(start(200, [(b"content-length", str(len(data)).encode())]))
-        await send(body(data))
-
-    return app
-
-
-@dataclasses.dataclass
-class Parsed:
-    """One response as an h11 client parsed it off the wire."""
-
-    status: int
-    reason: bytes
-    http_version: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    informational: list[int]
-
-    def values(self, name: bytes) -> list[bytes]:
-        return [v for k, v in self.headers if k == name]
-
-    def header(self, name: bytes) -> bytes | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"header {name!r} sent {len(values)} times: {values}"
-        return values[0] if values else None
-
-
-def parse_one(buf: bytes, method: str = "GET", *, eof: bool) -> tuple[Parsed | None, bytes]:
-    """Parse one response from ``buf``; return ``(None, buf)`` if more bytes are
-    needed, else the response and the bytes after it. Raises h11's
-    RemoteProtocolError if ``eof`` and the response is incomplete or malformed."""
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
-    conn.send(h11.EndOfMessage())
-    if buf:
-        conn.receive_data(buf)  # (h11 takes b"" to mean EOF)
-    if eof:
-        conn.receive_data(b"")
-    informational: list[int] = []
-    response: h11.Response | None = None
-    chunks: list[bytes] = []
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            return None, buf
-        if isinstance(event, h11.InformationalResponse):
-            informational.append(event.status_code)
-        elif isinstance(event, h11.Response):
-            response = event
-        elif isinstance(event, h11.Data):
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            assert response is not None
-            parsed = Parsed(
-                response.status_code,
-                bytes(response.reason),
-                bytes(response.http_version),
-                [(bytes(k), bytes(v)) for k, v in response.headers],
-                b"".join(chunks),
-                informational,
-            )
-            return parsed, bytes(conn.trailing_data[0])
-        else:  # pragma: no cover - ConnectionClosed cannot come before the end
-            raise AssertionError(f"unexpected event {event!r}")
-
-
-def parse_all(data: bytes, methods: Sequence[str] = ("GET",)) -> tuple[list[Parsed], bytes]:
-    """Parse consecutive complete responses from a closed stream; return them and
-    whatever bytes follow the last one (for the i-th response, ``methods[i]`` is
-    the request method, the last one repeating)."""
-    responses: list[Parsed] = []
-    rest = data
-    while rest:
-        method = methods[min(len(responses), len(methods) - 1)]
-        parsed, rest = parse_one(rest, method, eof=True)
-        assert parsed is not None
-        responses.append(parsed)
-    return responses, rest
-
-
-def parse_single(data: bytes, method: str = "GET") -> Parsed:
-    """Exactly one complete response and nothing after it."""
-    responses, rest = parse_all(data, [method])
-    assert len(responses) == 1, responses
-    assert rest == b""
-    return responses[0]
-
-
-class Wire:
-    """Reads responses one by one from a live ``TestConnection``."""
-
-    def __init__(self, conn: TestConnection) -> None:
-        self.conn = conn
-        self.buf = b""
-        self.eof = False
-
-    async def response(self, method: str = "GET") -> Parsed:
-        while True:
-            parsed, rest = parse_one(self.buf, method, eof=self.eof)
-            if parsed is not None:
-                self.buf = rest
-                return parsed
-            data = await self.conn.receive_some()
-            if not data:
-                self.eof = True
-            self.buf += data
-
-    async def until_closed(self) -> bytes:
-        """The bytes left until the server closes the connection."""
-        rest = self.buf + await self.conn.receive_until_closed()
-        self.buf = b""
-        self.eof = True
-        return rest
+from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 
 def head_lines(data: bytes) -> list[bytes]:
@@ -233,21 +64,6 @@ def head_lines(data: bytes) -> list[bytes]:
     return head.split(b"\r\n")[1:]
 
 
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == ERROR_LOGGER and r.levelno >= logging.ERROR]
-
-
-async def raw_closed_at_once(client: TestClient, data: bytes) -> bytes:
-    """``client.raw`` under ``autojump_clock``, asserting that the server closed the
-    connection without any timer (keep-alive, linger) having to fire first."""
-    before = trio.current_time()
-    out = await client.raw(data)
-    assert trio.current_time() == before, "the connection was closed only by a timeout"
-    return out
-
-
-GET = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"
-GET_CLOSE = b"GET / HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n"
 DATE_RE = re.compile(rb"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
 
 
@@ -544,7 +360,7 @@ async def test_response_body_longer_than_content_length_is_never_written(
     assert calls == ["/"]
     assert len(send_errors) == 1
     assert isinstance(send_errors[0], LocalProtocolError)
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 async def test_response_body_longer_than_content_length_in_one_message(
@@ -565,7 +381,7 @@ async def test_response_body_longer_than_content_length_in_one_message(
     assert b"200 OK" not in data
     if data:
         assert parse_single(data).status == 500
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 async def test_response_body_shorter_than_content_length_closes_connection(
@@ -589,7 +405,7 @@ async def test_response_body_shorter_than_content_length_closes_connection(
     with pytest.raises(h11.RemoteProtocolError):
         parse_one(data, eof=True)
     assert calls == ["/"]
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 async def test_response_body_shorter_than_content_length_in_one_message(
@@ -607,7 +423,7 @@ async def test_response_body_shorter_than_content_length_in_one_message(
     assert b"200 OK" not in data
     if data:
         assert parse_single(data).status == 500
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 # ------------------------------------------------------------- B4: framing
@@ -1016,7 +832,7 @@ async def test_client_disconnect_mid_body_gives_http_disconnect(
         {"type": "http.request", "body": b"01234", "more_body": True},
         {"type": "http.disconnect"},
     ]
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 async def test_large_post_pauses_reading_until_app_receives() -> None:
@@ -1135,7 +951,7 @@ async def test_app_exception_before_response_gives_500_and_close(
         b"\r\n"
         b"Internal Server Error"
     )
-    (record,) = error_records(caplog)
+    (record,) = error_log_records(caplog)
     assert record.getMessage() == "Exception in ASGI application"
     assert record.exc_info is not None
     assert record.exc_info[0] is Boom
@@ -1173,7 +989,7 @@ async def test_app_exception_after_body_started_closes_without_500(
     assert b"500" not in data
     with pytest.raises(h11.RemoteProtocolError):
         parse_one(data, eof=True)
-    (record,) = error_records(caplog)
+    (record,) = error_log_records(caplog)
     assert record.exc_info is not None
     assert record.exc_info[0] is Boom
 
@@ -1193,7 +1009,7 @@ async def test_app_returning_without_response_gives_500(
     assert response.status == 500
     assert response.header(b"connection") == b"close"
     assert response.body == b"Internal Server Error"
-    (record,) = error_records(caplog)
+    (record,) = error_log_records(caplog)
     assert "returned without completing the response" in record.getMessage()
 
 
@@ -1226,7 +1042,7 @@ async def test_app_returning_mid_body_closes_connection(
     assert b"500" not in data
     with pytest.raises(h11.RemoteProtocolError):
         parse_one(data, eof=True)
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 async def test_app_return_value_is_logged_and_connection_closed(
@@ -1246,7 +1062,7 @@ async def test_app_return_value_is_logged_and_connection_closed(
     response = parse_single(data)
     assert (response.status, response.body) == (200, b"hello")
     assert calls == ["/"]
-    (record,) = error_records(caplog)
+    (record,) = error_log_records(caplog)
     assert "surprise" in record.getMessage()
 
 
@@ -1288,7 +1104,7 @@ async def test_invalid_message_sequence_raises_local_protocol_error_and_aborts(
     assert named in str(exc)
     response = parse_single(data)
     assert response.status == 500
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 async def test_message_after_response_complete_raises_and_closes(
@@ -1316,7 +1132,7 @@ async def test_message_after_response_complete_raises_and_closes(
     response = parse_single(data)
     assert (response.status, response.body) == (200, b"hello")
     assert b"more" not in data
-    assert error_records(caplog)
+    assert error_log_records(caplog)
 
 
 ABORTED = {
@@ -1365,19 +1181,8 @@ BAD_400 = (
 )
 
 
-def never_called() -> tuple[App, list[Scope]]:
-    calls: list[Scope] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope)
-        await text_app()(scope, receive, send)
-
-    return app, calls
-
-
 async def test_garbage_gets_400_and_close(autojump_clock: Any) -> None:
-    app, calls = never_called()
+    app, calls = scope_recorder()
     async with open_test_client(app, NODATE) as client:
         data = await raw_closed_at_once(client, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
     assert data == BAD_400
@@ -1390,7 +1195,7 @@ async def test_garbage_gets_400_and_close(autojump_clock: Any) -> None:
     ids=["bad-method", "space-in-target", "bad-version"],
 )
 async def test_bad_request_line_gets_400(request_line: bytes, autojump_clock: Any) -> None:
-    app, calls = never_called()
+    app, calls = scope_recorder()
     async with open_test_client(app, NODATE) as client:
         data = await raw_closed_at_once(client, request_line + b"\r\nHost: x\r\n\r\n")
     assert data == BAD_400
@@ -1409,7 +1214,7 @@ async def test_bad_request_line_gets_400(request_line: bytes, autojump_clock: An
     ids=["duplicate-content-length", "list-content-length", "bare-cr", "leading-fold", "name"],
 )
 async def test_malformed_headers_get_400(headers: bytes, autojump_clock: Any) -> None:
-    app, calls = never_called()
+    app, calls = scope_recorder()
     async with open_test_client(app, NODATE) as client:
         data = await raw_closed_at_once(client, b"POST / HTTP/1.1\r\n" + headers + b"\r\nabcd")
     assert data == BAD_400
@@ -1440,7 +1245,7 @@ async def test_obs_fold_is_never_taken_as_a_separate_header() -> None:
 
 
 async def test_unknown_transfer_coding_gets_501(autojump_clock: Any) -> None:
-    app, calls = never_called()
+    app, calls = scope_recorder()
     # A coding trioserve does not implement, before the final chunked (RFC 9112 6.1);
     # a list that does not end in chunked is a 400 instead (tests/test_policy.py).
     request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\nabc"
@@ -1460,7 +1265,7 @@ def big_head(filler: int) -> bytes:
 async def test_request_head_over_limit_in_one_write_gets_431(autojump_clock: Any) -> None:
     """h11 limits only incomplete heads; a whole head that arrives in one read slips
     past a naive wrapper."""
-    app, calls = never_called()
+    app, calls = scope_recorder()
     async with open_test_client(app, Config(h11_max_incomplete_size=1024)) as client:
         data = await raw_closed_at_once(client, big_head(2000))
     assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
@@ -1470,15 +1275,8 @@ async def test_request_head_over_limit_in_one_write_gets_431(autojump_clock: Any
     assert calls == []
 
 
-async def dribble(conn: TestConnection, data: bytes, piece: int) -> None:
-    """Send ``data`` in pieces, letting the server process each one separately."""
-    for i in range(0, len(data), piece):
-        await conn.send_all(data[i : i + piece])
-        await trio.testing.wait_all_tasks_blocked()
-
-
 async def test_request_head_over_limit_dribbled_gets_431() -> None:
-    app, calls = never_called()
+    app, calls = scope_recorder()
     async with open_test_client(app, Config(h11_max_incomplete_size=1024)) as client:
         conn = await client.connect()
         await dribble(conn, big_head(2000), 50)
@@ -1504,7 +1302,7 @@ async def test_whitespace_padded_head_over_limit_gets_431(how: str) -> None:
     """docs/behaviour.md: "a larger head gets 431 however its bytes arrive". A head
     of 20 KiB made large by optional whitespace around a value must not be
     accepted in one write while it is refused when dribbled."""
-    app, calls = never_called()
+    app, calls = scope_recorder()
     request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b" " * 20_000 + b"v\r\n\r\n"
     async with open_test_client(app) as client:
         conn = await client.connect()
@@ -1568,17 +1366,6 @@ async def test_huge_headers_rejected_by_default_accepted_with_raised_limit() -> 
 
 
 # ------------------------------------------------------------ B17: scope
-
-
-def scope_recorder() -> tuple[App, list[Scope]]:
-    scopes: list[Scope] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        scopes.append(scope)
-        await text_app()(scope, receive, send)
-
-    return app, scopes
 
 
 async def test_scope_contents() -> None:

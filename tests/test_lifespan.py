@@ -16,7 +16,6 @@ lifespan that never ran is reported by the dedicated test
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _helpers import ERROR_LOGGER, Scope, error_records, free_port, respond
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -33,32 +33,6 @@ from starlette.routing import Route
 import trioserve
 from trioserve import Config, LifespanFailure
 from trioserve.testing import open_test_client
-
-Scope = dict[str, Any]
-
-ERROR_LOGGER = "trioserve.error"
-
-
-async def respond(send: Any, body: bytes = b"ok", status: int = 200) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def assert_nothing_listens_on(port: int) -> None:

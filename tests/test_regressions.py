@@ -30,6 +30,7 @@ import h11
 import pytest
 import trio
 import trio.testing
+from _helpers import error_records, http_only, send_text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -51,28 +52,6 @@ def plain_config(**changes: Any) -> Config:
     plain ASGI apps do, so the server treats lifespan as unsupported.
     """
     return Config(**changes)
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
-
-
-async def send_text(send: Any, text: str, status: int = 200) -> None:
-    body = text.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class ResponseReader:
@@ -111,10 +90,6 @@ class ResponseReader:
             elif isinstance(event, h11.ConnectionClosed):
                 assert head is None, "the server closed in the middle of a response"
                 return None
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- seed 000: keep-alive timer vs. requests in progress -----------------------------

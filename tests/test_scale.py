@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import os
 import re
 import resource
 import select
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+from _helpers import open_fds
 
 SERVER_SCRIPT = """
 import logging
@@ -209,10 +209,6 @@ async def server_process(
 
 
 # -- client helpers -----------------------------------------------------------------------
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def raise_fd_limit(wanted: int) -> tuple[int, int]:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import random
 import re
 import socket
@@ -62,21 +61,16 @@ import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import h11
 import httpx
 import pytest
 import trio
+from _helpers import ERROR_LOGGER, Receive, Scope, Send, open_fds
 
 from trioserve import Config
 from trioserve.testing import open_test_server
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-ERROR_LOGGER = "trioserve.error"
 HELLO = b"hello, world"
 #: header_timeout of the server under test: short, so that slowloris ends quickly.
 HEADER_TIMEOUT = 0.5
@@ -144,10 +138,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 # -- measurements -------------------------------------------------------------------
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def task_count(task: trio.lowlevel.Task) -> int:

@@ -20,21 +20,11 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import error_records, http_only
 
 import trioserve
 from trioserve import Config
 from trioserve.testing import TestConnection, open_test_client
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol (lifespan
-    stays "auto" and is found unsupported)."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:
@@ -46,10 +36,6 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"hello"})
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def dribble(conn: TestConnection, data: bytes, interval: float) -> None:
