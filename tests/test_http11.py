@@ -17,10 +17,7 @@ closed *by the behaviour under test* (and not by the keep-alive timer) run under
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import re
-from collections.abc import Iterable
 from typing import Any
 
 import h11
@@ -49,48 +46,13 @@ from _helpers import (
     read_body,
     scope_recorder,
     start,
-    streaming_app,
     text_app,
 )
 
 from trioserve import Config, LocalProtocolError
 from trioserve.testing import TestConnection, open_test_client, open_test_server
 
-
-def head_lines(data: bytes) -> list[bytes]:
-    """The header lines (without the status line) of the first response in ``data``."""
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    assert sep, data
-    return head.split(b"\r\n")[1:]
-
-
-DATE_RE = re.compile(rb"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
-
-
 # ------------------------------------------------------------- simple requests
-
-
-async def test_get_request_gets_exact_response_bytes() -> None:
-    async with open_test_client(text_app(), NODATE) as client:
-        data = await client.raw(GET_CLOSE)
-    assert data == (
-        b"HTTP/1.1 200 OK\r\n"
-        b"content-type: text/plain\r\n"
-        b"content-length: 5\r\n"
-        b"server: trioserve\r\n"
-        b"connection: close\r\n"
-        b"\r\n"
-        b"hello"
-    )
-
-
-async def test_get_request_via_test_client() -> None:
-    async with open_test_client(text_app()) as client:
-        response = await client.get("/")
-    assert response.status == 200
-    assert response.http_version == "1.1"
-    assert response.body == b"hello"
-    assert response.header("content-type") == "text/plain"
 
 
 async def test_post_body_is_delivered_to_app() -> None:
@@ -113,53 +75,6 @@ async def test_chunked_request_body_is_delivered_to_app() -> None:
 
 
 # ------------------------------------------------------- B1: server and date
-
-
-async def test_server_and_date_headers_present_by_default() -> None:
-    async with open_test_client(text_app()) as client:
-        response = parse_single(await client.raw(GET_CLOSE))
-    assert response.header(b"server") == b"trioserve"
-    date = response.header(b"date")
-    assert date is not None
-    assert DATE_RE.match(date), date
-    assert email.utils.parsedate_to_datetime(date.decode()).tzname() == "UTC"
-
-
-@pytest.mark.parametrize(
-    ("key", "absent", "present"),
-    [
-        ("include_server_header", b"server", b"date"),
-        ("include_date_header", b"date", b"server"),
-    ],
-)
-async def test_default_header_can_be_turned_off(key: str, absent: bytes, present: bytes) -> None:
-    async with open_test_client(text_app(), Config(**{key: False})) as client:
-        data = await client.raw(GET_CLOSE)
-    response = parse_single(data)
-    assert response.values(absent) == []
-    assert len(response.values(present)) == 1
-
-
-async def test_app_server_and_date_headers_replace_the_defaults() -> None:
-    """A naive server appends its own ``server``/``date`` next to the app's (the app
-    uses capitalised names, so a case-sensitive check would also duplicate them)."""
-    extra = [(b"Server", b"my-app/1.0"), (b"Date", b"Tue, 01 Jan 2030 00:00:00 GMT")]
-    async with open_test_client(text_app(extra=extra)) as client:
-        data = await client.raw(GET_CLOSE)
-    response = parse_single(data)
-    assert response.values(b"server") == [b"my-app/1.0"]
-    assert response.values(b"date") == [b"Tue, 01 Jan 2030 00:00:00 GMT"]
-    assert b"trioserve" not in data
-
-
-async def test_server_error_responses_carry_server_and_date() -> None:
-    async with open_test_client(text_app()) as client:
-        response = parse_single(await client.raw(b"garbage\r\n\r\n"))
-    assert response.status == 400
-    assert response.header(b"server") == b"trioserve"
-    date = response.header(b"date")
-    assert date is not None
-    assert DATE_RE.match(date)
 
 
 # ------------------------------------------------- B2: keep-alive and close
@@ -330,181 +245,7 @@ async def test_pipelined_requests_answered_in_order_one_at_a_time() -> None:
 # ----------------------------------------------------- B3: content-length
 
 
-async def test_response_body_longer_than_content_length_is_never_written(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The surplus bytes look like a whole second response. A naive server writes
-    them, and the client parses a response the app never meant to send."""
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-    smuggled = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled"
-    calls: list[str] = []
-    send_errors: list[Exception] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await send(start(200, [(b"content-length", b"3")]))
-        await send(body(b"abc", more=True))
-        try:
-            await send(body(smuggled))
-        except Exception as exc:
-            send_errors.append(exc)
-            raise
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-    responses, rest = parse_all(data)
-    assert [r.body for r in responses] == [b"abc"]
-    assert rest == b""
-    assert b"smuggled" not in data
-    assert calls == ["/"]
-    assert len(send_errors) == 1
-    assert isinstance(send_errors[0], LocalProtocolError)
-    assert error_log_records(caplog)
-
-
-async def test_response_body_longer_than_content_length_in_one_message(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200, [(b"content-length", b"3")]))
-        await send(body(b"hello"))
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + GET)
-    # Extra bytes are refused before anything is written: no response of the app's
-    # goes out (at most a 500 of the server's own), and never the surplus.
-    assert b"hello" not in data
-    assert b"200 OK" not in data
-    if data:
-        assert parse_single(data).status == 500
-    assert error_log_records(caplog)
-
-
-async def test_response_body_shorter_than_content_length_closes_connection(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Too few bytes: the client must see an incomplete response, not a complete
-    one followed by the next response glued onto the missing bytes."""
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-    calls: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await send(start(200, [(b"content-length", b"10")]))
-        await send(body(b"hello", more=True))
-        await send(body(b""))
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + GET)
-    assert data.endswith(b"\r\n\r\nhello")
-    with pytest.raises(h11.RemoteProtocolError):
-        parse_one(data, eof=True)
-    assert calls == ["/"]
-    assert error_log_records(caplog)
-
-
-async def test_response_body_shorter_than_content_length_in_one_message(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200, [(b"content-length", b"10")]))
-        await send(body(b"hello"))
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + GET)
-    assert b"200 OK" not in data
-    if data:
-        assert parse_single(data).status == 500
-    assert error_log_records(caplog)
-
-
 # ------------------------------------------------------------- B4: framing
-
-
-async def test_response_without_content_length_is_chunked() -> None:
-    async with open_test_client(streaming_app(), NODATE) as client:
-        data = await client.raw(GET_CLOSE)
-    assert data == (
-        b"HTTP/1.1 200 OK\r\n"
-        b"content-type: text/plain\r\n"
-        b"server: trioserve\r\n"
-        b"transfer-encoding: chunked\r\n"
-        b"connection: close\r\n"
-        b"\r\n"
-        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-    )
-
-
-async def test_empty_chunked_body_is_terminated_and_connection_reusable() -> None:
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200))
-        await send(body(b""))
-
-    async with open_test_client(app, NODATE) as client:
-        conn = await client.connect()
-        await conn.send_all(GET)
-        wire = Wire(conn)
-        response = await wire.response()
-        assert response.status == 200
-        assert response.body == b""
-        assert response.header(b"transfer-encoding") == b"chunked"
-        second = await conn.request("GET", "/again")
-        await conn.aclose()
-    assert second.status == 200
-
-
-async def test_empty_chunked_body_bytes() -> None:
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200))
-        await send(body(b""))
-
-    async with open_test_client(app, NODATE) as client:
-        data = await client.raw(GET_CLOSE)
-    assert data == (
-        b"HTTP/1.1 200 OK\r\nserver: trioserve\r\ntransfer-encoding: chunked\r\n"
-        b"connection: close\r\n\r\n0\r\n\r\n"
-    )
-
-
-async def test_http10_request_gets_close_delimited_body(autojump_clock: Any) -> None:
-    versions: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        versions.append(scope["http_version"])
-        await streaming_app()(scope, receive, send)
-
-    async with open_test_client(app, NODATE) as client:
-        data = await raw_closed_at_once(client, b"GET /old HTTP/1.0\r\n\r\n")
-    assert versions == ["1.0"]
-    assert data == (
-        b"HTTP/1.1 200 OK\r\n"
-        b"content-type: text/plain\r\n"
-        b"server: trioserve\r\n"
-        b"connection: close\r\n"
-        b"\r\n"
-        b"hello world"
-    )
-
-
-async def test_http10_request_with_content_length_response(autojump_clock: Any) -> None:
-    async with open_test_client(text_app()) as client:
-        data = await raw_closed_at_once(client, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-    response = parse_single(data)
-    assert response.status == 200
-    assert response.body == b"hello"
-    assert response.header(b"content-length") == b"5"
-    assert response.header(b"transfer-encoding") is None
 
 
 async def test_request_with_transfer_encoding_and_content_length_is_not_smuggled() -> None:
@@ -536,135 +277,7 @@ async def test_request_with_transfer_encoding_and_content_length_is_not_smuggled
 # ---------------------------------------------------------- B5: header checks
 
 
-async def test_response_header_names_are_lowercase_on_the_wire() -> None:
-    """h11 writes the framing headers it adds itself in title case; the app's own
-    names are capitalised here. Every name on the wire must be lower-case."""
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"Content-Type", b"Text/Plain"), (b"X-Custom-Header", b"MixedValue")]
-        await send(start(200, headers))
-        await send(body(b"x", more=True))
-        await send(body(b""))
-
-    async with open_test_client(app) as client:
-        data = await client.raw(GET_CLOSE)
-    lines = head_lines(data)
-    names = [line.split(b":", 1)[0] for line in lines]
-    assert names == [name.lower() for name in names]
-    assert b"content-type: Text/Plain" in lines
-    assert b"x-custom-header: MixedValue" in lines
-    assert b"transfer-encoding: chunked" in lines
-    assert b"connection: close" in lines
-
-
-async def test_header_value_may_contain_htab_and_visible_characters() -> None:
-    value = b"tab\there !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"
-    async with open_test_client(text_app(extra=[(b"x-value", value)])) as client:
-        data = await client.raw(GET_CLOSE)
-    assert b"\r\nx-value: " + value + b"\r\n" in data
-    assert parse_single(data).header(b"x-value") == value
-
-
-@pytest.mark.parametrize(
-    "value",
-    [b"a\r\nx-injected: yes", b"a\rx-injected", b"a\nx-injected", b"a\x00x-injected"],
-    ids=["crlf", "cr", "lf", "nul"],
-)
-async def test_header_value_with_cr_lf_or_nul_gives_500(
-    value: bytes, autojump_clock: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Response splitting: a naive server writes the value and the client sees an
-    extra header (or a broken head)."""
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-    raised: list[BaseException] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send(start(200, [(b"x-bad", value), (b"content-length", b"2")]))
-            await send(body(b"ok"))
-        except Exception as exc:
-            raised.append(exc)
-            raise
-
-    async with open_test_client(app, NODATE) as client:
-        data = await raw_closed_at_once(client, GET)
-    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
-    assert b"x-bad" not in data
-    assert b"injected" not in data
-    assert parse_single(data).body == b"Internal Server Error"
-    assert len(raised) == 1
-    assert isinstance(raised[0], LocalProtocolError)
-    assert isinstance(raised[0], RuntimeError)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [b"bad name", b"bad:name", b"bad\rname", b"bad\nname", b"bad\x00name", b"", b"bad(name)"],
-    ids=["space", "colon", "cr", "lf", "nul", "empty", "paren"],
-)
-async def test_invalid_header_name_gives_500(name: bytes, autojump_clock: Any) -> None:
-    raised: list[BaseException] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send(start(200, [(name, b"value-of-bad"), (b"content-length", b"2")]))
-            await send(body(b"ok"))
-        except LocalProtocolError as exc:
-            raised.append(exc)
-
-    async with open_test_client(app, NODATE) as client:
-        data = await raw_closed_at_once(client, GET)
-    response = parse_single(data)
-    assert response.status == 500
-    assert b"value-of-bad" not in data
-    assert len(raised) == 1
-
-
 # ---------------------------------------------------------------- B10: HEAD
-
-
-async def test_head_response_has_get_headers_and_no_body() -> None:
-    """HEAD then GET on one connection: if the HEAD response carried a body, the
-    GET response would not parse."""
-    async with open_test_client(text_app(), NODATE) as client:
-        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET_CLOSE)
-    (head, get), rest = parse_all(data, ["HEAD", "GET"])
-    assert rest == b""
-    assert head.status == get.status == 200
-    assert head.body == b""
-    assert get.body == b"hello"
-    assert head.headers == [h for h in get.headers if h[0] != b"connection"]
-    assert head.header(b"content-length") == b"5"
-    assert data.startswith(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n"
-        b"server: trioserve\r\n\r\nHTTP/1.1 200 OK\r\n"
-    )
-
-
-async def test_head_response_of_streaming_app_keeps_transfer_encoding() -> None:
-    async with open_test_client(streaming_app(), NODATE) as client:
-        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET_CLOSE)
-    head_end = data.index(b"\r\n\r\n") + 4
-    assert data[:head_end] == (
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nserver: trioserve\r\n"
-        b"transfer-encoding: chunked\r\n\r\n"
-    )
-    assert data[head_end:].startswith(b"HTTP/1.1 200 OK\r\n")  # no chunk, no 0\r\n\r\n
-    (head, get), rest = parse_all(data, ["HEAD", "GET"])
-    assert rest == b""
-    assert head.body == b""
-    assert get.body == b"hello world"
-
-
-async def test_head_request_via_test_client() -> None:
-    async with open_test_client(text_app(b"x" * 1000)) as client:
-        response = await client.request("HEAD", "/")
-    assert response.status == 200
-    assert response.header("content-length") == "1000"
-    assert response.body == b""
 
 
 # ------------------------------------------------- B8: receive and early answers
@@ -1451,31 +1064,6 @@ async def test_lifespan_state_copied_into_each_request_and_not_shared_back() -> 
 
 
 # ------------------------------------------------- other checklist items
-
-
-@pytest.mark.parametrize("kind", ["iterator", "generator", "tuple"])
-async def test_response_headers_may_be_any_iterable(kind: str) -> None:
-    pairs = [(b"content-length", b"2"), (b"x-from", kind.encode())]
-
-    def gen() -> Iterable[tuple[bytes, bytes]]:
-        yield from pairs
-
-    headers: Iterable[tuple[bytes, bytes]] = {
-        "iterator": iter(pairs),
-        "generator": gen(),
-        "tuple": tuple(pairs),
-    }[kind]
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send(start(200, headers))
-        await send(body(b"ok"))
-
-    async with open_test_client(app) as client:
-        response = parse_single(await client.raw(GET_CLOSE))
-    assert response.status == 200
-    assert response.body == b"ok"
-    assert response.header(b"x-from") == kind.encode()
 
 
 async def test_request_sent_one_byte_at_a_time_parses() -> None:
