@@ -28,7 +28,6 @@ import trio.testing
 from _helpers import (
     ERROR_LOGGER,
     GET,
-    GET_CLOSE,
     NODATE,
     Receive,
     Scope,
@@ -50,7 +49,7 @@ from _helpers import (
 )
 
 from trioserve import Config, LocalProtocolError
-from trioserve.testing import TestConnection, open_test_client, open_test_server
+from trioserve.testing import open_test_client, open_test_server
 
 # ------------------------------------------------------------- simple requests
 
@@ -80,166 +79,7 @@ async def test_chunked_request_body_is_delivered_to_app() -> None:
 # ------------------------------------------------- B2: keep-alive and close
 
 
-async def test_keep_alive_serves_two_requests_on_one_connection() -> None:
-    paths: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        paths.append(scope["path"])
-        payload = scope["path"].encode()
-        await send(start(200, [(b"content-length", str(len(payload)).encode())]))
-        await send(body(payload))
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        first = await conn.request("GET", "/one")
-        second = await conn.request("GET", "/two")
-        await conn.aclose()
-    assert (first.status, first.body) == (200, b"/one")
-    assert (second.status, second.body) == (200, b"/two")
-    assert first.header("connection") is None
-    assert paths == ["/one", "/two"]
-
-
-async def test_client_connection_close_gets_connection_close_and_eof(autojump_clock: Any) -> None:
-    async with open_test_client(text_app()) as client:
-        data = await raw_closed_at_once(client, GET_CLOSE)
-    response = parse_single(data)
-    assert response.status == 200
-    assert response.values(b"connection") == [b"close"]
-    assert b"\r\nconnection: close\r\n" in data
-
-
-async def test_app_connection_close_header_closes_after_response(autojump_clock: Any) -> None:
-    """The app's ``Connection: close`` ends the connection: the pipelined second
-    request is never served, and the header appears once, lower-cased."""
-    calls: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await send(start(200, [(b"Connection", b"close"), (b"content-length", b"2")]))
-        await send(body(b"ok"))
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-    response = parse_single(data)
-    assert response.body == b"ok"
-    assert response.values(b"connection") == [b"close"]
-    assert data.count(b"onnection") == 1
-    assert calls == ["/"]
-
-
-async def test_request_connection_close_stops_pipelined_requests(autojump_clock: Any) -> None:
-    """Seed 001: after ``Connection: close`` the following (here invalid: no Host)
-    request must not be parsed; a naive server answers it with a 400."""
-    calls: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await text_app()(scope, receive, send)
-
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(
-            client,
-            b"GET /first HTTP/1.1\r\nConnection: close\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\n\r\n",
-        )
-    response = parse_single(data)
-    assert response.status == 200
-    assert b"400" not in data
-    assert calls == ["/first"]
-
-
-async def test_connection_close_post_body_is_fully_delivered(autojump_clock: Any) -> None:
-    payload = b"x" * 50_000
-    request = (
-        b"POST /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-        % len(payload)
-    ) + payload
-    async with open_test_client(echo_app()) as client:
-        data = await raw_closed_at_once(client, request)
-    response = parse_single(data, "POST")
-    assert response.body == payload
-    assert response.header(b"connection") == b"close"
-
-
-async def test_keep_alive_timeout_closes_idle_connection(autojump_clock: Any) -> None:
-    async with open_test_client(text_app(), Config(keep_alive_timeout=5)) as client:
-        conn = await client.connect()
-        response = await conn.request("GET", "/")
-        assert response.status == 200
-        idle_since = trio.current_time()
-        with trio.move_on_after(4.9):
-            await conn.receive_some()
-            pytest.fail("the connection ended before the keep-alive timeout")
-        assert await conn.receive_some() == b""
-        assert trio.current_time() - idle_since == pytest.approx(5)
-        await conn.aclose()
-
-
-async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
-    autojump_clock: Any,
-) -> None:
-    """Seed 000: the second pipelined request takes 10 s, twice the keep-alive
-    timeout; a server that arms the timer after the first response kills it."""
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/slow":
-            await trio.sleep(10)
-        await text_app(scope["path"].encode())(scope, receive, send)
-
-    async with open_test_client(app, Config(keep_alive_timeout=5)) as client:
-        conn = await client.connect()
-        wire = Wire(conn)
-        await conn.send_all(
-            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
-        )
-        first = await wire.response()
-        second = await wire.response()
-        answered = trio.current_time()
-        assert (first.body, second.body) == (b"/fast", b"/slow")
-        # ... and the timer is armed again once the connection is idle.
-        assert await wire.until_closed() == b""
-        assert trio.current_time() - answered == pytest.approx(5)
-        await conn.aclose()
-
-
 # --------------------------------------------------------------- pipelining
-
-
-async def test_pipelined_requests_answered_in_order_one_at_a_time() -> None:
-    log: list[tuple[str, str]] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        log.append(("start", path))
-        await trio.lowlevel.checkpoint()  # a naive server may start the next one now
-        await send(start(200, [(b"content-length", str(len(path)).encode())]))
-        await trio.lowlevel.checkpoint()
-        await send(body(path.encode()))
-        log.append(("end", path))
-
-    requests = (
-        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    async with open_test_client(app) as client:
-        data = await client.raw(requests)
-    responses, rest = parse_all(data)
-    assert rest == b""
-    assert [r.body for r in responses] == [b"/1", b"/2", b"/3"]
-    assert log == [
-        ("start", "/1"),
-        ("end", "/1"),
-        ("start", "/2"),
-        ("end", "/2"),
-        ("start", "/3"),
-        ("end", "/3"),
-    ]
 
 
 # ----------------------------------------------------- B3: content-length
@@ -1148,45 +988,6 @@ async def test_limit_concurrency_gives_503_and_idle_connections_do_not_count() -
     assert slow.status == 200
     assert after.status == 200
     assert calls == ["/slow", "/after"]
-
-
-async def test_shutdown_lets_busy_request_finish_and_closes_idle_connection_at_once(
-    autojump_clock: Any,
-) -> None:
-    started = trio.Event()
-    release = trio.Event()
-    results: dict[str, Any] = {}
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/slow":
-            started.set()
-            await release.wait()
-        await text_app(b"done")(scope, receive, send)
-
-    async def watch(idle: TestConnection, busy: TestConnection, shutdown_at: float) -> None:
-        assert await idle.receive_some() == b""
-        results["idle_closed_after"] = trio.current_time() - shutdown_at
-        release.set()
-        results["busy"] = await busy.receive_until_closed()
-        await busy.aclose()
-        await idle.aclose()
-
-    async with (
-        trio.open_nursery() as nursery,
-        open_test_client(app, Config(keep_alive_timeout=5)) as client,
-    ):
-        idle = await client.connect()
-        assert (await idle.request("GET", "/fast")).status == 200
-        busy = await client.connect()
-        await busy.send_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        await started.wait()
-        nursery.start_soon(watch, idle, busy, trio.current_time())
-    # leaving the block shut the server down gracefully
-    assert results["idle_closed_after"] == 0
-    response = parse_single(results["busy"])
-    assert response.body == b"done"
-    assert response.header(b"connection") == b"close"
 
 
 async def test_server_with_lifespan_off_shuts_down_at_once(autojump_clock: Any) -> None:

@@ -4,12 +4,14 @@ Every test runs the real server over in-memory streams under ``autojump_clock``
 and measures ``trio.current_time()`` deltas:
 
 - ``keep_alive_timeout``: counts only idle time between requests, restarts after
-  every response, and also bounds a connection that never sends a byte;
+  every response, is not running while a pipelined request is served, and also
+  bounds a connection that never sends a byte;
 - ``header_timeout``: the whole request head, from its first byte (slowloris);
 - ``read_timeout``: the gap between pieces of a request body;
 - the write deadline (``write_timeout``) for a client that stops reading;
-- ``graceful_timeout``: in-flight requests get that long after shutdown begins,
-  then they are cancelled; idle connections close at once.
+- ``graceful_timeout``: in-flight requests get that long after shutdown begins
+  (and finish with ``connection: close``), then they are cancelled; idle
+  connections close at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 import trio
-from _helpers import error_records, http_only
+from _helpers import Receive, Scope, Send, Wire, error_records, http_only, parse_single, text_app
 
 import trioserve
 from trioserve import Config
@@ -80,6 +82,48 @@ async def test_connection_that_never_sends_a_byte_is_closed_at_keep_alive_timeou
         start = trio.current_time()
         assert await conn.receive_some() == b""
         assert trio.current_time() - start == pytest.approx(3, abs=0.01)
+        await conn.aclose()
+
+
+async def test_keep_alive_timeout_closes_idle_connection(autojump_clock: Any) -> None:
+    async with open_test_client(text_app(), Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        response = await conn.request("GET", "/")
+        assert response.status == 200
+        idle_since = trio.current_time()
+        with trio.move_on_after(4.9):
+            await conn.receive_some()
+            pytest.fail("the connection ended before the keep-alive timeout")
+        assert await conn.receive_some() == b""
+        assert trio.current_time() - idle_since == pytest.approx(5)
+        await conn.aclose()
+
+
+async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
+    autojump_clock: Any,
+) -> None:
+    """Seed 000: the second pipelined request takes 10 s, twice the keep-alive
+    timeout; a server that arms the timer after the first response kills it."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await trio.sleep(10)
+        await text_app(scope["path"].encode())(scope, receive, send)
+
+    async with open_test_client(app, Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        wire = Wire(conn)
+        await conn.send_all(
+            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first = await wire.response()
+        second = await wire.response()
+        answered = trio.current_time()
+        assert (first.body, second.body) == (b"/fast", b"/slow")
+        # ... and the timer is armed again once the connection is idle.
+        assert await wire.until_closed() == b""
+        assert trio.current_time() - answered == pytest.approx(5)
         await conn.aclose()
 
 
@@ -330,6 +374,45 @@ async def test_graceful_shutdown_closes_idle_keep_alive_connection_at_once(
     assert trio.current_time() - shutdown_began < 0.01
     assert await conn.receive_some() == b""
     await conn.aclose()
+
+
+async def test_shutdown_lets_busy_request_finish_and_closes_idle_connection_at_once(
+    autojump_clock: Any,
+) -> None:
+    started = trio.Event()
+    release = trio.Event()
+    results: dict[str, Any] = {}
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            started.set()
+            await release.wait()
+        await text_app(b"done")(scope, receive, send)
+
+    async def watch(idle: TestConnection, busy: TestConnection, shutdown_at: float) -> None:
+        assert await idle.receive_some() == b""
+        results["idle_closed_after"] = trio.current_time() - shutdown_at
+        release.set()
+        results["busy"] = await busy.receive_until_closed()
+        await busy.aclose()
+        await idle.aclose()
+
+    async with (
+        trio.open_nursery() as nursery,
+        open_test_client(app, Config(keep_alive_timeout=5)) as client,
+    ):
+        idle = await client.connect()
+        assert (await idle.request("GET", "/fast")).status == 200
+        busy = await client.connect()
+        await busy.send_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await started.wait()
+        nursery.start_soon(watch, idle, busy, trio.current_time())
+    # leaving the block shut the server down gracefully
+    assert results["idle_closed_after"] == 0
+    response = parse_single(results["busy"])
+    assert response.body == b"done"
+    assert response.header(b"connection") == b"close"
 
 
 async def test_shutdown_with_lifespan_off_does_not_wait_for_lifespan(
