@@ -35,14 +35,11 @@ from _helpers import (
     Wire,
     body,
     dribble,
-    echo_app,
     error_log_records,
     http_only,
-    parse_all,
     parse_one,
     parse_single,
     raw_closed_at_once,
-    read_body,
     scope_recorder,
     start,
     text_app,
@@ -52,25 +49,6 @@ from trioserve import Config, LocalProtocolError
 from trioserve.testing import open_test_client, open_test_server
 
 # ------------------------------------------------------------- simple requests
-
-
-async def test_post_body_is_delivered_to_app() -> None:
-    payload = bytes(range(256)) * 100
-    async with open_test_client(echo_app()) as client:
-        response = await client.request("POST", "/upload", body=payload)
-    assert response.status == 200
-    assert response.body == payload
-
-
-async def test_chunked_request_body_is_delivered_to_app() -> None:
-    request = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-    )
-    async with open_test_client(echo_app()) as client:
-        response = parse_single(await client.raw(request))
-    assert response.status == 200
-    assert response.body == b"hello world"
 
 
 # ------------------------------------------------------- B1: server and date
@@ -88,32 +66,6 @@ async def test_chunked_request_body_is_delivered_to_app() -> None:
 # ------------------------------------------------------------- B4: framing
 
 
-async def test_request_with_transfer_encoding_and_content_length_is_not_smuggled() -> None:
-    """CL says the body is ``3\\r\\nab``; TE says ``abc``. Either h11 refuses the
-    request (400) or Transfer-Encoding wins; Content-Length must never be used."""
-    bodies: list[bytes] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        data = await read_body(receive)
-        bodies.append(data)
-        await send(start(200, [(b"content-length", str(len(data)).encode())]))
-        await send(body(data))
-
-    request = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
-        b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-    )
-    async with open_test_client(app) as client:
-        response = parse_single(await client.raw(request), "POST")
-    if response.status == 400:
-        assert bodies == []
-    else:
-        assert response.status == 200
-        assert bodies == [b"abc"]
-        assert response.body == b"abc"
-
-
 # ---------------------------------------------------------- B5: header checks
 
 
@@ -123,258 +75,7 @@ async def test_request_with_transfer_encoding_and_content_length_is_not_smuggled
 # ------------------------------------------------- B8: receive and early answers
 
 
-async def test_receive_after_response_returns_disconnect_repeatedly() -> None:
-    """The connection stays open; a naive server makes receive() wait for bytes
-    that will never come (or hands out the next request's bytes)."""
-    messages: list[dict[str, Any]] = []
-    done = trio.Event()
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await text_app()(scope, receive, send)
-        for _ in range(3):
-            messages.append(await receive())
-        done.set()
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        response = await conn.request("GET", "/")
-        with trio.fail_after(5):
-            await done.wait()
-        await conn.aclose()
-    assert response.status == 200
-    assert messages == [{"type": "http.disconnect"}] * 3
-
-
-async def test_receive_after_response_with_unread_body_returns_disconnect() -> None:
-    messages: list[dict[str, Any]] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await text_app()(scope, receive, send)
-        if scope["method"] == "POST":
-            messages.append(await receive())
-            messages.append(await receive())
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        first = await conn.request("POST", "/", body=b"unread body")
-        second = await conn.request("GET", "/")  # the previous app has returned
-        await conn.aclose()
-    assert first.status == second.status == 200
-    assert messages == [{"type": "http.disconnect"}] * 2
-
-
-async def test_early_response_without_reading_small_body_keeps_connection_usable() -> None:
-    seen: list[tuple[str, str]] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append((scope["method"], scope["path"]))
-        await text_app(b"early")(scope, receive, send)
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        first = await conn.request("POST", "/upload", body=b"0123456789")
-        second = await conn.request("GET", "/next")
-        await conn.aclose()
-    assert (first.status, first.body) == (200, b"early")
-    assert (second.status, second.body) == (200, b"early")
-    # The unread body was not mistaken for a request.
-    assert seen == [("POST", "/upload"), ("GET", "/next")]
-
-
-async def test_early_response_before_body_arrives_then_connection_reused() -> None:
-    seen: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["path"])
-        await text_app(scope["path"].encode())(scope, receive, send)
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        wire = Wire(conn)
-        await conn.send_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
-        first = await wire.response("POST")
-        assert first.body == b"/up"
-        await conn.send_all(b"456789" + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-        second = await wire.response()
-        await conn.aclose()
-    assert second.body == b"/next"
-    assert seen == ["/up", "/next"]
-
-
-async def test_unread_large_body_closes_connection_after_response(autojump_clock: Any) -> None:
-    """1 MiB the app never reads: the server answers, then closes rather than
-    reading (or buffering) the whole body to keep the connection."""
-    calls: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await text_app()(scope, receive, send)
-
-    size = 1024 * 1024
-    request = b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
-    async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, request + b"x" * size + GET)
-    responses, rest = parse_all(data, ["POST"])
-    assert [r.status for r in responses] == [200]
-    assert rest == b""
-    assert calls == ["/big"]
-
-
-async def test_unread_body_within_drain_limit_is_read_after_response() -> None:
-    """Reading resumes after the response: the 100 KiB body the app ignored is
-    read and discarded (the client's send completes although the app never read
-    it), and the connection serves the next request."""
-    size = 100 * 1024
-    sent = trio.Event()
-    calls: list[str] = []
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        calls.append(scope["path"])
-        await text_app()(scope, receive, send)
-
-    async with open_test_client(app) as client:
-        conn = await client.connect(lockstep=True)
-
-        async def sender() -> None:
-            head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
-            await conn.send_all(head + b"z" * size)
-            sent.set()
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(sender)
-                wire = Wire(conn)
-                first = await wire.response("POST")
-                await sent.wait()
-            await conn.send_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-            second = await wire.response()
-        await conn.aclose()
-    assert first.status == second.status == 200
-    assert calls == ["/up", "/next"]
-
-
-async def test_client_disconnect_mid_body_gives_http_disconnect(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-    messages: list[dict[str, Any]] = []
-    got_first = trio.Event()
-    done = trio.Event()
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        messages.append(await receive())
-        got_first.set()
-        messages.append(await receive())
-        done.set()
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        await conn.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
-        with trio.fail_after(5):
-            await got_first.wait()
-            await conn.aclose()
-            await done.wait()
-    assert messages == [
-        {"type": "http.request", "body": b"01234", "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    assert error_log_records(caplog) == []
-
-
-async def test_large_post_pauses_reading_until_app_receives() -> None:
-    """Read flow control: while the app does not call receive(), the server stops
-    reading, so the client's send of 1 MiB cannot complete (lockstep streams make
-    the client's send_all wait for the server's reads)."""
-    started = trio.Event()
-    proceed = trio.Event()
-    sent = trio.Event()
-    size = 1024 * 1024
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        started.set()
-        await proceed.wait()
-        data = await read_body(receive)
-        payload = str(len(data)).encode()
-        await send(start(200, [(b"content-length", str(len(payload)).encode())]))
-        await send(body(payload))
-
-    async with open_test_client(app) as client:
-        conn = await client.connect(lockstep=True)
-
-        async def sender() -> None:
-            head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
-            await conn.send_all(head + b"y" * size)
-            sent.set()
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(sender)
-                await started.wait()
-                await trio.testing.wait_all_tasks_blocked()
-                assert not sent.is_set(), "the server read the whole body without the app"
-                proceed.set()
-                response = await Wire(conn).response("POST")
-                await sent.wait()
-        await conn.aclose()
-    assert response.status == 200
-    assert response.body == str(size).encode()
-
-
 # ------------------------------------------------------- B9: 100-continue
-
-
-async def test_100_continue_sent_only_when_app_calls_receive(autojump_clock: Any) -> None:
-    go = trio.Event()
-
-    @http_only
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await go.wait()
-        data = await read_body(receive)
-        await send(start(200, [(b"content-length", str(len(data)).encode())]))
-        await send(body(data))
-
-    async with open_test_client(app) as client:
-        conn = await client.connect()
-        await conn.send_all(
-            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
-        )
-        with trio.move_on_after(3):
-            early = await conn.receive_some()
-            pytest.fail(f"server answered before the app called receive(): {early!r}")
-        go.set()
-        expected = b"HTTP/1.1 100 Continue\r\n\r\n"
-        got = b""
-        while len(got) < len(expected):
-            got += await conn.receive_some(len(expected) - len(got))
-        assert got == expected
-        await conn.send_all(b"hello")
-        response = await Wire(conn).response("POST")
-        await conn.aclose()
-    assert response.status == 200
-    assert response.body == b"hello"
-
-
-async def test_100_continue_never_sent_when_app_answers_without_reading(
-    autojump_clock: Any,
-) -> None:
-    async with open_test_client(text_app(b"no thanks")) as client:
-        data = await raw_closed_at_once(
-            client,
-            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
-        )
-    assert b"100 Continue" not in data
-    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
-    response = parse_single(data, "POST")
-    assert response.informational == []
-    assert response.body == b"no thanks"
 
 
 # ---------------------------------------------------------- B13: app errors
