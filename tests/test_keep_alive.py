@@ -17,7 +17,6 @@ from typing import Any
 
 import trio
 import trio.lowlevel
-import trio.testing
 from _helpers import (
     GET,
     GET_CLOSE,

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio.lowlevel
-import trio.testing
 from _helpers import (
     ERROR_LOGGER,
     Receive,
