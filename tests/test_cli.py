@@ -50,8 +50,8 @@ SERVING = r"Serving on (http://127\.0\.0\.1:(\d+))"
 UNSERVED_APP = "fx_not_loaded:app"
 CLF_TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
 
-#: The flags issue 3 names, each of which --help must list.
-ISSUE_FLAGS = [
+#: Flags the command must offer, each of which --help must list.
+REQUIRED_FLAGS = [
     "--bind",
     "-b",
     "--config",
@@ -163,7 +163,7 @@ def help_sections() -> dict[str, str]:
     return sections
 
 
-def test_help_lists_option_groups_and_every_flag_of_the_issue() -> None:
+def test_help_lists_option_groups_and_the_required_flags() -> None:
     sections = help_sections()
     assert list(sections) == [
         "Application",
@@ -175,7 +175,7 @@ def test_help_lists_option_groups_and_every_flag_of_the_issue() -> None:
         "Other",
     ]
     listed = "".join(sections.values())
-    for flag in ISSUE_FLAGS:
+    for flag in REQUIRED_FLAGS:
         assert re.search(rf"(^|[\s,/]){re.escape(flag)}\b", listed), flag
     # Each flag sits in the group its key belongs to.
     assert "--bind" in sections["Binding"]
