@@ -1,7 +1,7 @@
 """The ``trioserve`` command, driven as a user drives it.
 
 Parsing and messages go through click's ``CliRunner`` (``--help`` grouped and
-listing every flag of the issue, ``--version``, usage errors, configuration errors
+listing every required flag, ``--version``, usage errors, configuration errors
 from flags, ``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys
 warned about, and every way an app fails to load): each error path asserts the
 exit code (2 usage/config, 3 app load), the one ``Error:`` line and that no

@@ -125,8 +125,8 @@ async def test_app_connection_close_header_closes_after_response(autojump_clock:
 
 
 async def test_request_connection_close_stops_pipelined_requests(autojump_clock: Any) -> None:
-    """Seed 001: after ``Connection: close`` the following (here invalid: no Host)
-    request must not be parsed; a naive server answers it with a 400."""
+    """After ``Connection: close`` the following (here invalid: no Host) request
+    must not be parsed; a naive server answers it with a 400."""
     calls: list[str] = []
 
     @http_only

@@ -1,4 +1,4 @@
-"""The ASGI lifespan protocol (B15): ``lifespan="auto" | "on" | "off"``, startup
+"""The ASGI lifespan protocol: ``lifespan="auto" | "on" | "off"``, startup
 before the first request, shutdown after the last connection, ``state`` shared into
 request scopes as a shallow copy per request, startup failures (exception,
 ``lifespan.startup.failed``, timeout) raising ``LifespanFailure`` before any port is

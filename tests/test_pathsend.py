@@ -175,8 +175,9 @@ async def test_pathsend_in_memory(big_file: Path) -> None:
 async def test_pathsend_content_length_mismatch_is_a_500_before_any_byte(
     big_file: Path, length: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """B3 for files: the size is known before the head goes out, so a Content-Length
-    that disagrees with it is the app's error, answered with a whole 500."""
+    """The app's Content-Length is enforced for files too: the size is known before
+    the head goes out, so a Content-Length that disagrees with it is the app's
+    error, answered with a whole 500."""
     async with open_test_server(
         pathsend_app(big_file, length=length), Config(lifespan="off")
     ) as server:

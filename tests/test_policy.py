@@ -1,5 +1,5 @@
-"""The request policy trioserve adds on top of h11 (issue 4, item 1), one parametrized
-test per rule, each case raw request bytes on a real loopback socket:
+"""The request policy trioserve adds on top of h11, one parametrized test per rule,
+each case raw request bytes on a real loopback socket:
 
 - conflicting framing (Content-Length with Transfer-Encoding, a coding list not
   ending in chunked, chunked twice, Transfer-Encoding on HTTP/1.0) → 400;

@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of the HTTP/1.1 engine over the in-memory test
-client (issue 4, item 4):
+client:
 
 - any valid request (method, percent-escaped path, query, up to ten headers, a body
   framed by Content-Length or chunked) split at any byte boundaries gives the app

@@ -1,4 +1,4 @@
-"""Timeouts (B11) and the graceful-shutdown deadline, in virtual time.
+"""Timeouts and the graceful-shutdown deadline, in virtual time.
 
 Every test runs the real server over in-memory streams under ``autojump_clock``
 and measures ``trio.current_time()`` deltas:
@@ -102,8 +102,8 @@ async def test_keep_alive_timeout_closes_idle_connection(autojump_clock: Any) ->
 async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
     autojump_clock: Any,
 ) -> None:
-    """Seed 000: the second pipelined request takes 10 s, twice the keep-alive
-    timeout; a server that arms the timer after the first response kills it."""
+    """The second pipelined request takes 10 s, twice the keep-alive timeout; a
+    server that arms the timer after the first response kills it (uvicorn #1637)."""
 
     @http_only
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
