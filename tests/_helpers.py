@@ -1,6 +1,13 @@
 """Helpers shared by the test modules: ASGI type aliases, small apps and message
 builders, a parser for the responses on the wire, and log-record filters.
 
+Most HTTP tests speak raw bytes over in-memory streams (``client.raw`` / a
+``TestConnection``) and parse what comes back with an h11 client
+(:func:`parse_single`, :class:`Wire`), so that they can assert on the exact bytes on
+the wire. Tests that must prove a connection was closed *by the behaviour under
+test* (and not by the keep-alive timer) run under ``autojump_clock`` and use
+:func:`raw_closed_at_once`, which checks that no virtual time passed.
+
 A helper that only one test module uses stays in that module.
 """
 

@@ -6,11 +6,8 @@ is logged; an invalid message or message sequence makes ``send()`` raise
 ``LocalProtocolError`` (a ``RuntimeError``) and aborts the response, even when the
 app catches the error.
 
-The tests speak raw bytes over in-memory streams (``client.raw`` / a
-``TestConnection``) and parse what comes back with an h11 client, so that they can
-assert on the exact bytes on the wire. Tests that must prove a connection was closed
-*by the behaviour under test* (and not by the keep-alive timer) run under
-``autojump_clock`` and check that no virtual time passed.
+The tests send raw bytes over in-memory streams and check the exact bytes that come
+back (see ``_helpers.py``).
 """
 
 from __future__ import annotations

@@ -5,11 +5,8 @@ of its own; an unknown transfer coding gets a 501. (The rules trioserve adds on 
 of h11 are in ``test_policy.py``, request heads that are too large in
 ``test_limits.py``.)
 
-The tests speak raw bytes over in-memory streams (``client.raw`` / a
-``TestConnection``) and parse what comes back with an h11 client, so that they can
-assert on the exact bytes on the wire. Tests that must prove a connection was closed
-*by the behaviour under test* (and not by the keep-alive timer) run under
-``autojump_clock`` and check that no virtual time passed.
+The tests send raw bytes over in-memory streams and check the exact bytes that come
+back (see ``_helpers.py``).
 """
 
 from __future__ import annotations

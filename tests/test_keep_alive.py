@@ -4,11 +4,8 @@ the app ends the connection after that response, no pipelined request after it i
 parsed or served, and the closing request's own body is still delivered whole. (How
 long an idle connection is kept is in ``test_timeouts.py``.)
 
-The tests speak raw bytes over in-memory streams (``client.raw`` / a
-``TestConnection``) and parse what comes back with an h11 client, so that they can
-assert on the exact bytes on the wire. Tests that must prove a connection was closed
-*by the behaviour under test* (and not by the keep-alive timer) run under
-``autojump_clock`` and check that no virtual time passed.
+The tests send raw bytes over in-memory streams and check the exact bytes that come
+back (see ``_helpers.py``).
 """
 
 from __future__ import annotations

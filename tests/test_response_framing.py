@@ -5,11 +5,8 @@ empty body); a close-delimited body for an HTTP/1.0 client; the app's
 the connection instead of corrupting the stream; HEAD responses that carry the GET
 headers and no body.
 
-The tests speak raw bytes over in-memory streams (``client.raw`` / a
-``TestConnection``) and parse what comes back with an h11 client, so that they can
-assert on the exact bytes on the wire. Tests that must prove a connection was closed
-*by the behaviour under test* (and not by the keep-alive timer) run under
-``autojump_clock`` and check that no virtual time passed.
+The tests send raw bytes over in-memory streams and check the exact bytes that come
+back (see ``_helpers.py``).
 """
 
 from __future__ import annotations

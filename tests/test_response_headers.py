@@ -4,11 +4,8 @@ error responses); header names go out lower-case; a header value with CR, LF or 
 or an invalid header name is refused with a 500 and never written; the app's
 headers may be any iterable.
 
-The tests speak raw bytes over in-memory streams (``client.raw`` / a
-``TestConnection``) and parse what comes back with an h11 client, so that they can
-assert on the exact bytes on the wire. Tests that must prove a connection was closed
-*by the behaviour under test* (and not by the keep-alive timer) run under
-``autojump_clock`` and check that no virtual time passed.
+The tests send raw bytes over in-memory streams and check the exact bytes that come
+back (see ``_helpers.py``).
 """
 
 from __future__ import annotations
