@@ -1,8 +1,8 @@
 """The head of a response: trioserve's ``server`` and ``date`` headers (there by
-default, each can be turned off, replaced by the app's own, also on the server's own
-error responses); header names go out lower-case; a header value with CR, LF or NUL
-or an invalid header name is refused with a 500 and never written; the app's
-headers may be any iterable.
+default, each can be turned off, both at once too, replaced by the app's own, and
+the same on the server's own error responses); header names go out lower-case; a
+header value with CR, LF or NUL or an invalid header name is refused with a 500 and
+never written; the app's headers may be any iterable.
 
 The tests send raw bytes over in-memory streams and check the exact bytes that come
 back (see ``_helpers.py``).
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+import trio
 from _helpers import (
     ERROR_LOGGER,
     GET,
@@ -29,6 +30,7 @@ from _helpers import (
     http_only,
     parse_single,
     raw_closed_at_once,
+    send_text,
     start,
     text_app,
 )
@@ -95,6 +97,47 @@ async def test_server_error_responses_carry_server_and_date() -> None:
     date = response.header(b"date")
     assert date is not None
     assert DATE_RE.match(date)
+
+
+def header_names(data: bytes) -> list[bytes]:
+    """The lower-cased header names of the first response head in ``data``."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    assert sep, data
+    return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:]]
+
+
+async def test_server_and_date_headers_both_off_on_app_and_error_responses() -> None:
+    """With both default headers turned off, neither appears on an app's response,
+    on the server's 400 for garbage, nor on its 503 from ``limit_concurrency``.
+    A naive server applies the switches only to app responses, or handles each
+    switch only when the other one is on."""
+    started = trio.Event()
+    release = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await release.wait()
+        await send_text(send, "fine")
+
+    config = Config(include_server_header=False, include_date_header=False, limit_concurrency=1)
+    async with open_test_client(http_only(app), config) as client:
+        with trio.fail_after(5):
+            busy = await client.connect()
+            await busy.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            await started.wait()
+            overloaded = await client.raw(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            release.set()
+            served = await busy.receive_until_closed()
+            await busy.aclose()
+            garbage = await client.raw(b"garbage\r\n\r\n")
+    assert served.startswith(b"HTTP/1.1 200 ")
+    assert overloaded.startswith(b"HTTP/1.1 503 ")
+    assert garbage.startswith(b"HTTP/1.1 400 ")
+    for data in (served, overloaded, garbage):
+        names = header_names(data)
+        assert b"server" not in names, data
+        assert b"date" not in names, data
+    assert header_names(served) == [b"content-type", b"content-length", b"connection"]
 
 
 # -- the names and values the app sends ----------------------------------------------------

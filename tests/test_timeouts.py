@@ -1,14 +1,16 @@
-"""Timeouts and the graceful-shutdown deadline, in virtual time.
+"""Timeouts and the graceful-shutdown deadline.
 
-Every test runs the real server over in-memory streams under ``autojump_clock``
-and measures ``trio.current_time()`` deltas:
+Every test but one runs the real server over in-memory streams under
+``autojump_clock`` and measures ``trio.current_time()`` deltas; the write deadline on
+a real socket is waited for in real time, under a hang guard:
 
 - ``keep_alive_timeout``: counts only idle time between requests, restarts after
   every response, is not running while a pipelined request is served, and also
   bounds a connection that never sends a byte;
 - ``header_timeout``: the whole request head, from its first byte (slowloris);
 - ``read_timeout``: the gap between pieces of a request body;
-- the write deadline (``write_timeout``) for a client that stops reading;
+- the write deadline (``write_timeout``) for a client that stops reading, over a
+  lockstep stream and on a real socket;
 - ``graceful_timeout``: in-flight requests get that long after shutdown begins
   (and finish with ``connection: close``), then they are cancelled; idle
   connections close at once.
@@ -22,11 +24,24 @@ from typing import Any
 
 import pytest
 import trio
-from _helpers import Receive, Scope, Send, Wire, error_records, http_only, parse_single, text_app
+from _helpers import (
+    ERROR_LOGGER,
+    Receive,
+    Scope,
+    Send,
+    Wire,
+    body,
+    error_log_records,
+    error_records,
+    http_only,
+    parse_single,
+    start,
+    text_app,
+)
 
 import trioserve
 from trioserve import Config
-from trioserve.testing import TestConnection, open_test_client
+from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:
@@ -292,6 +307,51 @@ async def test_client_that_stops_reading_hits_write_deadline(
     assert closed - start == pytest.approx(2, abs=0.01)
     assert len(leftover) < 2 * 65536
     assert error_records(caplog) == []
+
+
+async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadline(
+    caplog: pytest.LogCaptureFixture, stalled_client: Any
+) -> None:
+    """On a plain socket the server writes to the file descriptor itself and waits
+    (under ``write_timeout``) only for what the kernel does not take at once. A
+    client with a small receive buffer that never reads: the socket buffers fill,
+    a write is left waiting, and after write_timeout=0.5 the app's send() raises
+    ClientDisconnected and the connection is closed. A fast path that spun on
+    EAGAIN, or waited without the deadline, would keep the app blocked until the
+    hang guard; one that buffered would let the app send all 4,096 chunks."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    outcome: list[tuple[int, BaseException]] = []
+    app_done = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+        try:
+            await send(start(200, [(b"content-length", b"%d" % (4096 * 65536))]))
+            for _ in range(4096):
+                await send(body(b"d" * 65536, more=True))
+                sent += 1
+        except BaseException as exc:
+            outcome.append((sent, exc))
+            raise
+        finally:
+            app_done.set()
+
+    config = Config(lifespan="off", write_timeout=0.5)
+    async with open_test_server(app, config) as server:
+        with trio.fail_after(20):
+            async with stalled_client(server.port) as stream:
+                await app_done.wait()
+                # The server closed the connection: the client reads what the
+                # kernel buffered, then EOF (or a reset for the unread rest).
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await stream.receive_some(1 << 20):
+                        pass
+    assert len(outcome) == 1
+    sent, exc = outcome[0]
+    assert isinstance(exc, trioserve.ClientDisconnected)
+    assert "in time" in str(exc)
+    assert sent < 4096
+    assert error_log_records(caplog) == []
 
 
 # -- graceful shutdown -------------------------------------------------------------------------
