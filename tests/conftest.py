@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -28,3 +30,11 @@ def stalled_client() -> StalledClient:
             yield stream
 
     return connect
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short directory for socket files: a Unix socket path is limited to about
+    100 bytes, which pytest's ``tmp_path`` can exceed."""
+    with tempfile.TemporaryDirectory(prefix="ts-") as name:
+        yield Path(name)

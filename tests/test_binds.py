@@ -16,13 +16,12 @@ import logging
 import os
 import socket
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+from _helpers import Recorder
 
 from trioserve import BindError, Config, ConfigError
 from trioserve.testing import open_test_server
@@ -47,28 +46,6 @@ def _loopbacks() -> list[tuple[str, str]]:
 
 
 LOOPBACKS = _loopbacks()
-
-
-class Recorder:
-    """An ASGI app that answers ``ok`` and keeps every HTTP scope it sees."""
-
-    def __init__(self) -> None:
-        self.scopes: list[dict[str, object]] = []
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        self.scopes.append(scope)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for socket files: a Unix socket path is limited to about
-    100 bytes, which pytest's ``tmp_path`` can exceed."""
-    with tempfile.TemporaryDirectory(prefix="tsb-") as name:
-        yield Path(name)
 
 
 def uds_client(path: Path) -> httpx.AsyncClient:

@@ -1,7 +1,7 @@
 """The ``trioserve`` command, driven as a user drives it.
 
 Parsing and messages go through click's ``CliRunner`` (``--help`` grouped and
-listing every flag of the issue, ``--version``, usage errors, configuration errors
+listing every required flag, ``--version``, usage errors, configuration errors
 from flags, ``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys
 warned about, and every way an app fails to load): each error path asserts the
 exit code (2 usage/config, 3 app load), the one ``Error:`` line and that no
@@ -50,8 +50,8 @@ SERVING = r"Serving on (http://127\.0\.0\.1:(\d+))"
 UNSERVED_APP = "fx_not_loaded:app"
 CLF_TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
 
-#: The flags issue 3 names, each of which --help must list.
-ISSUE_FLAGS = [
+#: Flags the command must offer, each of which --help must list.
+REQUIRED_FLAGS = [
     "--bind",
     "-b",
     "--config",
@@ -163,7 +163,7 @@ def help_sections() -> dict[str, str]:
     return sections
 
 
-def test_help_lists_option_groups_and_every_flag_of_the_issue() -> None:
+def test_help_lists_option_groups_and_the_required_flags() -> None:
     sections = help_sections()
     assert list(sections) == [
         "Application",
@@ -175,7 +175,7 @@ def test_help_lists_option_groups_and_every_flag_of_the_issue() -> None:
         "Other",
     ]
     listed = "".join(sections.values())
-    for flag in ISSUE_FLAGS:
+    for flag in REQUIRED_FLAGS:
         assert re.search(rf"(^|[\s,/]){re.escape(flag)}\b", listed), flag
     # Each flag sits in the group its key belongs to.
     assert "--bind" in sections["Binding"]

@@ -14,8 +14,6 @@ when the client misbehaves or the server is shutting down:
   while an ``Expect: 100-continue`` request waits for the app (also when the
   ``100 Continue`` write itself is what finds the client gone);
 - a keep-alive connection that becomes idle after shutdown began: closed at once;
-- ``include_server_header=False`` together with ``include_date_header=False`` on
-  app responses and on the server's own 400/503;
 - the lingering close after ``Connection: close`` ends within ``LINGER_TIMEOUT``
   even against a client that keeps sending and never closes.
 
@@ -25,7 +23,6 @@ real-socket tests wait on events under ``trio.fail_after`` hang guards.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import struct
@@ -37,6 +34,18 @@ import h11
 import pytest
 import trio
 import trio.testing
+from _helpers import (
+    ERROR_LOGGER,
+    Receive,
+    Scope,
+    Send,
+    body,
+    error_log_records,
+    http_only,
+    read_body,
+    send_text,
+    start,
+)
 
 import trioserve
 from trioserve import Config
@@ -45,55 +54,9 @@ from trioserve.testing import TestConnection, open_test_client, open_test_server
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-ERROR_LOGGER = "trioserve.error"
 DISCONNECT = {"type": "http.disconnect"}
 
 # -- helpers ----------------------------------------------------------------------
-
-
-def http_only(app: App) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
-
-
-def start(status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    return {"type": "http.response.start", "status": status, "headers": headers or []}
-
-
-def body(data: bytes = b"", more: bool = False) -> dict[str, Any]:
-    return {"type": "http.response.body", "body": data, "more_body": more}
-
-
-async def send_text(send: Send, text: str) -> None:
-    payload = text.encode()
-    await send(
-        start(200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(payload))])
-    )
-    await send(body(payload))
-
-
-async def read_body(receive: Receive) -> bytes:
-    data = b""
-    while True:
-        message = await receive()
-        assert message["type"] == "http.request", message
-        data += bytes(message["body"])
-        if not message.get("more_body", False):
-            return data
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == ERROR_LOGGER and r.levelno >= logging.ERROR]
 
 
 def debug_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -133,13 +96,6 @@ async def read_response(conn: TestConnection, method: str = "GET") -> tuple[h11.
             return head, data
         else:
             raise AssertionError(f"unexpected event {event!r}")
-
-
-def header_names(data: bytes) -> list[bytes]:
-    """The lower-cased header names of the first response head in ``data``."""
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    assert sep, data
-    return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:]]
 
 
 # -- 1. a reset (RST) while a GET app runs ------------------------------------------
@@ -192,7 +148,7 @@ async def test_client_reset_cancels_running_get_app_without_error_log(
     assert outcome == ["cancelled"]
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.endswith(b"\r\n\r\nstill serving")
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 2. writing to a vanished client on a real socket -------------------------------
@@ -255,7 +211,7 @@ async def test_streaming_to_reset_client_raises_client_disconnected(
     assert len(errors) == 2, errors
     assert all(isinstance(e, trioserve.ClientDisconnected) for e in errors), errors
     assert all(isinstance(e, OSError) for e in errors)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 3. receive() parked after the whole body ----------------------------------------
@@ -308,7 +264,7 @@ async def test_receive_parked_after_body_returns_disconnect_once_response_comple
     [(message, returned_at)] = late
     assert message == DISCONNECT
     assert returned_at - t0[0] == pytest.approx(1)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 async def test_receive_after_full_post_body_blocks_until_client_hangs_up(
@@ -343,7 +299,7 @@ async def test_receive_after_full_post_body_blocks_until_client_hangs_up(
             await conn.aclose()
             await ended.wait()
     assert messages == [(DISCONNECT, hung_up_at)]
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 4. exception groups from apps ------------------------------------------------------
@@ -400,7 +356,7 @@ async def test_exception_group_of_only_client_disconnects_is_logged_at_debug(
     assert isinstance(group, ExceptionGroup)
     assert len(leaves(group)) == 2
     assert all(isinstance(e, trioserve.ClientDisconnected) for e in leaves(group))
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
     assert debug_records(caplog) != []
 
 
@@ -419,7 +375,7 @@ async def test_exception_group_mixing_disconnect_and_real_error_is_logged_at_err
     [group] = raised
     kinds = sorted(type(e).__name__ for e in leaves(group))
     assert kinds == ["ClientDisconnected", "ValueError"]
-    [record] = error_records(caplog)
+    [record] = error_log_records(caplog)
     assert record.exc_info is not None
     logged = record.exc_info[1]
     assert logged is not None
@@ -469,7 +425,7 @@ async def test_post_app_called_after_client_closed_sees_disconnect_and_send_fail
     assert requests in ([], [{"type": "http.request", "body": b"abc", "more_body": False}])
     [error] = send_errors
     assert isinstance(error, trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 6. hang-up between http.response.start and the body ---------------------------------
@@ -520,7 +476,7 @@ async def test_hang_up_after_response_start_makes_body_send_raise(
     assert [name for name, _ in outcome] == ["start", "body"]
     assert outcome[0][1] is None
     assert isinstance(outcome[1][1], trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 7. Expect: 100-continue and a client that is gone ------------------------------------
@@ -575,7 +531,7 @@ async def test_100_continue_client_gone_before_receive_gives_disconnect(
     # receive() did not raise; only the response send finds the client gone.
     [error] = errors
     assert isinstance(error, trioserve.ClientDisconnected)
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
 # -- 8. a connection that becomes idle after shutdown began -------------------------------
@@ -627,47 +583,10 @@ async def test_connection_idle_after_shutdown_began_is_closed_without_keep_alive
     assert closed_at == sent_at
     assert stopped_at == closed_at
     assert calls == ["/upload"]
-    assert error_records(caplog) == []
+    assert error_log_records(caplog) == []
 
 
-# -- 9. no server and no date header, anywhere ----------------------------------------------
-
-
-async def test_server_and_date_headers_both_off_on_app_and_error_responses() -> None:
-    """With both default headers turned off, neither appears on an app's response,
-    on the server's 400 for garbage, nor on its 503 from ``limit_concurrency``.
-    A naive server applies the switches only to app responses, or handles each
-    switch only when the other one is on."""
-    started = trio.Event()
-    release = trio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        started.set()
-        await release.wait()
-        await send_text(send, "fine")
-
-    config = Config(include_server_header=False, include_date_header=False, limit_concurrency=1)
-    async with open_test_client(http_only(app), config) as client:
-        with trio.fail_after(5):
-            busy = await client.connect()
-            await busy.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            await started.wait()
-            overloaded = await client.raw(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            release.set()
-            served = await busy.receive_until_closed()
-            await busy.aclose()
-            garbage = await client.raw(b"garbage\r\n\r\n")
-    assert served.startswith(b"HTTP/1.1 200 ")
-    assert overloaded.startswith(b"HTTP/1.1 503 ")
-    assert garbage.startswith(b"HTTP/1.1 400 ")
-    for data in (served, overloaded, garbage):
-        names = header_names(data)
-        assert b"server" not in names, data
-        assert b"date" not in names, data
-    assert header_names(served) == [b"content-type", b"content-length", b"connection"]
-
-
-# -- 10. the lingering close has an end ------------------------------------------------------
+# -- 9. the lingering close has an end ------------------------------------------------------
 
 
 async def test_lingering_close_ends_although_client_keeps_sending() -> None:
@@ -709,51 +628,3 @@ async def test_lingering_close_ends_although_client_keeps_sending() -> None:
     assert data.endswith(b"\r\n\r\nbye")
     [failed] = failed_at
     assert failed - eof_at >= 1.5, "the server did not drain the client's bytes"
-
-
-# -- the write deadline on a real socket ---------------------------------------------
-
-
-async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadline(
-    caplog: pytest.LogCaptureFixture, stalled_client: Any
-) -> None:
-    """On a plain socket the server writes to the file descriptor itself and waits
-    (under ``write_timeout``) only for what the kernel does not take at once. A
-    client with a small receive buffer that never reads: the socket buffers fill,
-    a write is left waiting, and after write_timeout=0.5 the app's send() raises
-    ClientDisconnected and the connection is closed. A fast path that spun on
-    EAGAIN, or waited without the deadline, would keep the app blocked until the
-    hang guard; one that buffered would let the app send all 4,096 chunks."""
-    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
-    outcome: list[tuple[int, BaseException]] = []
-    app_done = trio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        sent = 0
-        try:
-            await send(start(200, [(b"content-length", b"%d" % (4096 * 65536))]))
-            for _ in range(4096):
-                await send(body(b"d" * 65536, more=True))
-                sent += 1
-        except BaseException as exc:
-            outcome.append((sent, exc))
-            raise
-        finally:
-            app_done.set()
-
-    config = Config(lifespan="off", write_timeout=0.5)
-    async with open_test_server(app, config) as server:
-        with trio.fail_after(20):
-            async with stalled_client(server.port) as stream:
-                await app_done.wait()
-                # The server closed the connection: the client reads what the
-                # kernel buffered, then EOF (or a reset for the unread rest).
-                with contextlib.suppress(trio.BrokenResourceError):
-                    while await stream.receive_some(1 << 20):
-                        pass
-    assert len(outcome) == 1
-    sent, exc = outcome[0]
-    assert isinstance(exc, trioserve.ClientDisconnected)
-    assert "in time" in str(exc)
-    assert sent < 4096
-    assert error_records(caplog) == []

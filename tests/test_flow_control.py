@@ -1,20 +1,22 @@
-"""Flow control in both directions (B6, B7, B8), over lockstep in-memory streams.
+"""Flow control in both directions, and what becomes of a request body the app does
+not read.
 
-With ``client.connect(lockstep=True)`` every ``send_all`` on either side returns only
-once the other side has read all of it, so "how much did the peer take?" can be
-observed exactly:
+Most tests use lockstep in-memory streams: with ``client.connect(lockstep=True)``
+every ``send_all`` on either side returns only once the other side has read all of
+it, so "how much did the peer take?" can be observed exactly:
 
-- B6: the app's ``send()`` returns only when the client has read the bytes; a
-  client that reads nothing cannot make the server buffer a response.
-- B7: the request body is read from the client only as the app calls
-  ``receive()``, with a bounded read-ahead; the bodies arrive whole, in order,
-  with correct ``more_body`` flags.
-- B8: a body the app leaves unread is not read in full: a small remainder is
-  drained to keep the connection alive, a large one ends the connection; after
-  the response ``receive()`` keeps returning ``http.disconnect``.
+- write flow control: the app's ``send()`` returns only when the client has read
+  the bytes; a client that reads nothing cannot make the server buffer a response.
+- read flow control: the request body is read from the client only as the app
+  calls ``receive()``, with a bounded read-ahead; the bodies arrive whole, in
+  order, with correct ``more_body`` flags.
+- unread request bodies: a body the app leaves unread is not read in full: a small
+  remainder is drained to keep the connection alive (also when the app answered
+  before the body arrived), a large one ends the connection.
+- after the response, ``receive()`` keeps returning ``http.disconnect``.
 
-All run under ``autojump_clock`` so that "the client has not read for 5 s" costs
-no real time.
+The tests that wait on the client ("the client has not read for 5 s") run under
+``autojump_clock``, so that costs no real time.
 """
 
 from __future__ import annotations
@@ -24,21 +26,26 @@ from typing import Any
 
 import h11
 import trio
+import trio.testing
+from _helpers import (
+    GET,
+    Receive,
+    Scope,
+    Send,
+    Wire,
+    body,
+    http_only,
+    parse_all,
+    raw_closed_at_once,
+    read_body,
+    start,
+    text_app,
+)
 
 from trioserve.testing import TestConnection, open_test_client
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
 
 
 def pattern(size: int) -> bytes:
@@ -65,7 +72,7 @@ async def read_response(conn: TestConnection, method: str = "GET") -> tuple[int,
             return status, body
 
 
-# -- B6: write flow control ------------------------------------------------------------------
+# -- write flow control --------------------------------------------------------------------
 
 
 async def test_send_returns_only_after_client_reads(autojump_clock: trio.abc.Clock) -> None:
@@ -123,7 +130,7 @@ async def test_send_returns_only_after_client_reads(autojump_clock: trio.abc.Clo
     assert acknowledged == [(i + 1) * len(chunk) for i in range(16)]
 
 
-# -- B7: read flow control -------------------------------------------------------------------
+# -- read flow control ---------------------------------------------------------------------
 
 
 async def test_upload_is_read_only_as_the_app_receives(autojump_clock: trio.abc.Clock) -> None:
@@ -191,7 +198,47 @@ async def test_upload_is_read_only_as_the_app_receives(autojump_clock: trio.abc.
     assert len(messages) > 1
 
 
-# -- B8: unread request bodies --------------------------------------------------------------
+async def test_large_post_pauses_reading_until_app_receives() -> None:
+    """Read flow control: while the app does not call receive(), the server stops
+    reading, so the client's send of 1 MiB cannot complete (lockstep streams make
+    the client's send_all wait for the server's reads)."""
+    started = trio.Event()
+    proceed = trio.Event()
+    sent = trio.Event()
+    size = 1024 * 1024
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await proceed.wait()
+        data = await read_body(receive)
+        payload = str(len(data)).encode()
+        await send(start(200, [(b"content-length", str(len(payload)).encode())]))
+        await send(body(payload))
+
+    async with open_test_client(app) as client:
+        conn = await client.connect(lockstep=True)
+
+        async def sender() -> None:
+            head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            await conn.send_all(head + b"y" * size)
+            sent.set()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                await started.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not sent.is_set(), "the server read the whole body without the app"
+                proceed.set()
+                response = await Wire(conn).response("POST")
+                await sent.wait()
+        await conn.aclose()
+    assert response.status == 200
+    assert response.body == str(size).encode()
+
+
+# -- unread request bodies -----------------------------------------------------------------
 
 
 async def test_large_unread_upload_is_not_read_and_ends_the_connection(
@@ -275,3 +322,142 @@ async def test_small_unread_body_is_drained_and_connection_stays_usable(
     assert (first.status, first.body) == (200, b"ok")
     assert (second.status, second.body) == (200, b"ok")
     assert paths == ["/upload", "/next"]
+
+
+async def test_unread_large_body_closes_connection_after_response(autojump_clock: Any) -> None:
+    """1 MiB the app never reads: the server answers, then closes rather than
+    reading (or buffering) the whole body to keep the connection."""
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    size = 1024 * 1024
+    request = b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, request + b"x" * size + GET)
+    responses, rest = parse_all(data, ["POST"])
+    assert [r.status for r in responses] == [200]
+    assert rest == b""
+    assert calls == ["/big"]
+
+
+async def test_unread_body_within_drain_limit_is_read_after_response() -> None:
+    """Reading resumes after the response: the 100 KiB body the app ignored is
+    read and discarded (the client's send completes although the app never read
+    it), and the connection serves the next request."""
+    size = 100 * 1024
+    sent = trio.Event()
+    calls: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect(lockstep=True)
+
+        async def sender() -> None:
+            head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            await conn.send_all(head + b"z" * size)
+            sent.set()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                wire = Wire(conn)
+                first = await wire.response("POST")
+                await sent.wait()
+            await conn.send_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+            second = await wire.response()
+        await conn.aclose()
+    assert first.status == second.status == 200
+    assert calls == ["/up", "/next"]
+
+
+async def test_early_response_without_reading_small_body_keeps_connection_usable() -> None:
+    seen: list[tuple[str, str]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope["method"], scope["path"]))
+        await text_app(b"early")(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        first = await conn.request("POST", "/upload", body=b"0123456789")
+        second = await conn.request("GET", "/next")
+        await conn.aclose()
+    assert (first.status, first.body) == (200, b"early")
+    assert (second.status, second.body) == (200, b"early")
+    # The unread body was not mistaken for a request.
+    assert seen == [("POST", "/upload"), ("GET", "/next")]
+
+
+async def test_early_response_before_body_arrives_then_connection_reused() -> None:
+    seen: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await text_app(scope["path"].encode())(scope, receive, send)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        wire = Wire(conn)
+        await conn.send_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
+        first = await wire.response("POST")
+        assert first.body == b"/up"
+        await conn.send_all(b"456789" + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = await wire.response()
+        await conn.aclose()
+    assert second.body == b"/next"
+    assert seen == ["/up", "/next"]
+
+
+# -- receive() after the response ----------------------------------------------------------
+
+
+async def test_receive_after_response_returns_disconnect_repeatedly() -> None:
+    """The connection stays open; a naive server makes receive() wait for bytes
+    that will never come (or hands out the next request's bytes)."""
+    messages: list[dict[str, Any]] = []
+    done = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await text_app()(scope, receive, send)
+        for _ in range(3):
+            messages.append(await receive())
+        done.set()
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        response = await conn.request("GET", "/")
+        with trio.fail_after(5):
+            await done.wait()
+        await conn.aclose()
+    assert response.status == 200
+    assert messages == [{"type": "http.disconnect"}] * 3
+
+
+async def test_receive_after_response_with_unread_body_returns_disconnect() -> None:
+    messages: list[dict[str, Any]] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await text_app()(scope, receive, send)
+        if scope["method"] == "POST":
+            messages.append(await receive())
+            messages.append(await receive())
+
+    async with open_test_client(app) as client:
+        conn = await client.connect()
+        first = await conn.request("POST", "/", body=b"unread body")
+        second = await conn.request("GET", "/")  # the previous app has returned
+        await conn.aclose()
+    assert first.status == second.status == 200
+    assert messages == [{"type": "http.disconnect"}] * 2

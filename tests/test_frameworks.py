@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import trio
+from _helpers import Scope
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -33,8 +34,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from trioserve.testing import open_test_server
-
-Scope = dict[str, Any]
 
 CHUNKS = [b"chunk-0;", b"chunk-1;", b"chunk-2;", b"chunk-3;"]
 BIG_BODY = bytes(range(256)) * 800  # 200 KiB

@@ -1,4 +1,4 @@
-"""The ASGI lifespan protocol (B15): ``lifespan="auto" | "on" | "off"``, startup
+"""The ASGI lifespan protocol: ``lifespan="auto" | "on" | "off"``, startup
 before the first request, shutdown after the last connection, ``state`` shared into
 request scopes as a shallow copy per request, startup failures (exception,
 ``lifespan.startup.failed``, timeout) raising ``LifespanFailure`` before any port is
@@ -16,7 +16,6 @@ lifespan that never ran is reported by the dedicated test
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _helpers import ERROR_LOGGER, Receive, Scope, Send, error_records, free_port, respond, text_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -33,32 +33,6 @@ from starlette.routing import Route
 import trioserve
 from trioserve import Config, LifespanFailure
 from trioserve.testing import open_test_client
-
-Scope = dict[str, Any]
-
-ERROR_LOGGER = "trioserve.error"
-
-
-async def respond(send: Any, body: bytes = b"ok", status: int = 200) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def assert_nothing_listens_on(port: int) -> None:
@@ -211,6 +185,27 @@ async def test_lifespan_state_is_a_shallow_copy_per_request() -> None:
     # Shallow: the list object itself is the startup's one.
     assert seen[1]["shared"] == ["/one", "/two"]
     assert seen[1]["shared"] is lifespan_state["shared"]
+
+
+async def test_lifespan_state_copied_into_each_request_and_not_shared_back() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            assert (await receive())["type"] == "lifespan.startup"
+            scope["state"]["db"] = "pool"
+            await send({"type": "lifespan.startup.complete"})
+            assert (await receive())["type"] == "lifespan.shutdown"
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen.append(dict(scope["state"]))
+        scope["state"]["leak"] = scope["path"]
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app, Config(lifespan="on")) as client:
+        await client.get("/one")
+        await client.get("/two")
+    assert seen == [{"db": "pool"}, {"db": "pool"}]
 
 
 async def test_state_key_is_present_and_empty_without_lifespan(
@@ -452,6 +447,16 @@ async def test_off_shuts_down_promptly_without_lifespan_errors(
     # In virtual time a prompt shutdown takes (almost) no time at all.
     assert trio.current_time() - leaving < 1
     assert error_records(caplog) == []
+
+
+async def test_server_with_lifespan_off_shuts_down_at_once(autojump_clock: Any) -> None:
+    """lifespan="off" never starts the lifespan task, so there is nothing to wait
+    for on shutdown (a server that waits for a lifespan.shutdown answer that
+    cannot come stalls for shutdown_timeout)."""
+    async with open_test_client(text_app(), Config(lifespan="off")) as client:
+        assert (await client.get("/")).status == 200
+        leaving = trio.current_time()
+    assert trio.current_time() - leaving < 1
 
 
 # -- shutdown failures: logged, never raised --------------------------------------------

@@ -1,7 +1,7 @@
 """The access log and the error log: what the real server writes for real requests.
 
-Covers: the default access line is the common log format; every Hypercorn atom the
-issue lists gives the right value (request line, status, bytes sent, referer, user
+Covers: the default access line is the common log format; each Hypercorn atom of
+``ALL_ATOMS`` gives the right value (request line, status, bytes sent, referer, user
 agent, durations, method, path, query, protocol, request and response headers,
 environment variables, the peer address over a real socket); the line is written
 when the response completes, with the bytes actually sent; client-controlled data
@@ -140,7 +140,7 @@ async def test_default_format_is_the_common_log_format(
 async def test_every_atom_gives_its_value(
     access_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """All the issue's atoms in one format, over a real socket so that ``h`` is the
+    """All the atoms of ``ALL_ATOMS`` in one format, over a real socket so that ``h`` is the
     real peer address; the app takes 20 ms so that the durations are measurable."""
     monkeypatch.setenv("TRIOSERVE_TEST_DEPLOY", "blue")
     log_format = "\t".join(f"{atom}=%({atom})s" for atom in ALL_ATOMS)

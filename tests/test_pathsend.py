@@ -18,7 +18,6 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,11 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _helpers import Receive, Scope, Send, error_records
 
 import trioserve
 from trioserve import Config
 from trioserve.testing import TestConnection, open_test_client, open_test_server
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SIZE = 1024 * 1024 + 3  # not a multiple of any chunk size
 CONTENT = bytes(range(251)) * (SIZE // 251) + bytes(range(SIZE % 251))
@@ -57,10 +53,6 @@ def pki(tmp_path: Path) -> tuple[Config, ssl.SSLContext]:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return Config(certfile=str(certfile), keyfile=str(keyfile), lifespan="off"), context
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def pathsend_app(
@@ -183,8 +175,9 @@ async def test_pathsend_in_memory(big_file: Path) -> None:
 async def test_pathsend_content_length_mismatch_is_a_500_before_any_byte(
     big_file: Path, length: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """B3 for files: the size is known before the head goes out, so a Content-Length
-    that disagrees with it is the app's error, answered with a whole 500."""
+    """The app's Content-Length is enforced for files too: the size is known before
+    the head goes out, so a Content-Length that disagrees with it is the app's
+    error, answered with a whole 500."""
     async with open_test_server(
         pathsend_app(big_file, length=length), Config(lifespan="off")
     ) as server:

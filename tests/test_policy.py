@@ -1,5 +1,5 @@
-"""The request policy trioserve adds on top of h11 (issue 4, item 1), one parametrized
-test per rule, each case raw request bytes on a real loopback socket:
+"""The request policy trioserve adds on top of h11, one parametrized test per rule,
+each case raw request bytes on a real loopback socket:
 
 - conflicting framing (Content-Length with Transfer-Encoding, a coding list not
   ending in chunked, chunked twice, Transfer-Encoding on HTTP/1.0) → 400;
@@ -29,24 +29,18 @@ keeps the connection alive.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
 
 import h11
 import pytest
 import trio
+from _helpers import ERROR_LOGGER, Message, Receive, Scope, Send
 
 from trioserve import Config
 from trioserve.testing import open_test_server
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-ERROR_LOGGER = "trioserve.error"
 MAX_BODY = 1000
 
 # -- helpers ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of the HTTP/1.1 engine over the in-memory test
-client (issue 4, item 4):
+client:
 
 - any valid request (method, percent-escaped path, query, up to ten headers, a body
   framed by Content-Length or chunked) split at any byte boundaries gives the app
@@ -25,25 +25,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 import h11
 import trio
 import trio.testing
+from _helpers import Receive, Scope, Send
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from trioserve import Config
 from trioserve.testing import TestClient, open_test_client
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # -- strategies ------------------------------------------------------------------------
 

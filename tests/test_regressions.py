@@ -1,21 +1,24 @@
-"""Regression tests for the seed bugs of other ASGI servers (``/work/shared/seeds``).
+"""Regression tests for bugs of other ASGI servers, each kept here under the
+behaviour trioserve holds to:
 
-- seed 000 (uvicorn #1637): the keep-alive timer must not fire while a pipelined
-  request, or one that arrived right after the previous response, is being served.
-- seed 001 (RFC 9112 §9.6): after a request with ``Connection: close`` no further
-  pipelined request is parsed or answered, over memory streams and a real socket,
-  while the body of the closing request itself is still delivered whole.
-- seed 003 (starlette #1634): a stack of ``BaseHTTPMiddleware`` whose client hangs
-  up before the response never ends in "No response returned", a 500 or an ERROR.
-- seed 004: a client hang-up cancels the app according to ``cancel_on_disconnect``;
-  apps that keep running see ``http.disconnect`` and a ``send()`` that raises
+- the keep-alive timer must not fire while a pipelined request, or one that
+  arrived right after the previous response, is being served (uvicorn #1637:
+  the timer was armed after the next request had arrived, and fired during it);
+- after a request with ``Connection: close`` no further pipelined request is
+  parsed or answered (RFC 9112 §9.6; uvicorn answered the next one), over memory
+  streams and a real socket, while the body of the closing request itself is
+  still delivered whole;
+- a stack of ``BaseHTTPMiddleware`` whose client hangs up before the response
+  never ends in "No response returned", a 500 or an ERROR (starlette #1634);
+- a client hang-up cancels the app according to ``cancel_on_disconnect``; apps
+  that keep running see ``http.disconnect`` and a ``send()`` that raises
   :class:`trioserve.ClientDisconnected`; work after a complete response is never
-  cancelled by a hang-up.
-- shielding of the response head (design: "a cancellation never leaves half a
-  header block on the wire").
+  cancelled by a hang-up;
+- a cancellation never leaves half a response head on the wire: the head is
+  written whole even when the app's send is cancelled.
 
 Every timeout here runs in virtual time (``autojump_clock``) over in-memory
-streams; the two real-socket tests use ``trio.fail_after`` hang guards instead.
+streams; the real-socket tests use ``trio.fail_after`` hang guards instead.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import h11
 import pytest
 import trio
 import trio.testing
+from _helpers import error_records, http_only, send_text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -51,28 +55,6 @@ def plain_config(**changes: Any) -> Config:
     plain ASGI apps do, so the server treats lifespan as unsupported.
     """
     return Config(**changes)
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
-
-
-async def send_text(send: Any, text: str, status: int = 200) -> None:
-    body = text.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class ResponseReader:
@@ -113,14 +95,10 @@ class ResponseReader:
                 return None
 
 
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+# -- the keep-alive timer and requests in progress -----------------------------------------
 
 
-# -- seed 000: keep-alive timer vs. requests in progress -----------------------------
-
-
-async def test_seed_000_keep_alive_timeout_does_not_fire_during_pipelined_request(
+async def test_keep_alive_timeout_does_not_fire_during_pipelined_request(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two pipelined GETs in one write; the second app takes 2 s > keep_alive_timeout.
@@ -163,7 +141,7 @@ async def test_seed_000_keep_alive_timeout_does_not_fire_during_pipelined_reques
     assert error_records(caplog) == []
 
 
-async def test_seed_000_keep_alive_timeout_does_not_fire_when_next_request_follows_response(
+async def test_keep_alive_timeout_does_not_fire_when_next_request_follows_response(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The second request arrives right after the first response (not pipelined),
@@ -192,12 +170,15 @@ async def test_seed_000_keep_alive_timeout_does_not_fire_when_next_request_follo
     assert error_records(caplog) == []
 
 
-# -- seed 001: Connection: close ends parsing ----------------------------------------
+# -- Connection: close ends parsing --------------------------------------------------------
 
-SEED_001_BYTES = b"GET / HTTP/1.1\r\nConnection: close\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+#: A request with ``Connection: close``, then a pipelined one (invalid: no Host).
+CLOSE_THEN_PIPELINED = (
+    b"GET / HTTP/1.1\r\nConnection: close\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+)
 
 
-async def test_seed_001_connection_close_stops_parsing_pipelined_requests() -> None:
+async def test_connection_close_stops_parsing_pipelined_requests() -> None:
     """The second, pipelined request (invalid: no Host) must be neither parsed nor
     answered: uvicorn answered it with a 400, i.e. two status lines."""
     calls: list[str] = []
@@ -208,7 +189,7 @@ async def test_seed_001_connection_close_stops_parsing_pipelined_requests() -> N
 
     async with open_test_client(http_only(app), plain_config()) as client:
         with trio.fail_after(5):
-            data = await client.raw(SEED_001_BYTES)
+            data = await client.raw(CLOSE_THEN_PIPELINED)
     assert data.count(b"HTTP/1.1 ") == 1
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.endswith(b"\r\n\r\nfirst")
@@ -216,7 +197,7 @@ async def test_seed_001_connection_close_stops_parsing_pipelined_requests() -> N
     assert calls == ["/"]
 
 
-async def test_seed_001_connection_close_stops_parsing_pipelined_requests_real_socket() -> None:
+async def test_connection_close_stops_parsing_pipelined_requests_on_a_real_socket() -> None:
     """Same bytes over a real loopback socket: the client receives the whole first
     response followed by a clean EOF. Closing a socket with the unparsed second
     request still in its receive buffer would send a RST instead, which the client
@@ -231,7 +212,7 @@ async def test_seed_001_connection_close_stops_parsing_pipelined_requests_real_s
         with trio.fail_after(5):
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
             async with stream:
-                await stream.send_all(SEED_001_BYTES)
+                await stream.send_all(CLOSE_THEN_PIPELINED)
                 chunks = []
                 try:
                     while chunk := await stream.receive_some():
@@ -245,7 +226,7 @@ async def test_seed_001_connection_close_stops_parsing_pipelined_requests_real_s
     assert calls == ["/"]
 
 
-async def test_seed_001_unread_pipelined_bytes_do_not_reset_the_connection_real_socket() -> None:
+async def test_unread_pipelined_bytes_after_connection_close_do_not_reset_the_connection() -> None:
     """As above, but the unparsed pipelined request carries a 1 MiB body, more than
     the server reads ahead (its read buffer is bounded), so bytes are still unread
     in the socket when the response is complete. A server that then just closes
@@ -285,7 +266,7 @@ async def test_seed_001_unread_pipelined_bytes_do_not_reset_the_connection_real_
     assert calls == ["/"]
 
 
-async def test_seed_001_connection_close_post_body_is_delivered_whole() -> None:
+async def test_connection_close_post_body_is_delivered_whole() -> None:
     """Stopping to parse after ``Connection: close`` must not drop the body of that
     very request: a 100 KiB body sent in ten writes reaches the app whole (uvicorn's
     first fix discarded it)."""
@@ -320,7 +301,7 @@ async def test_seed_001_connection_close_post_body_is_delivered_whole() -> None:
     assert data.endswith(b"\r\n\r\n%d" % len(body))
 
 
-# -- seed 003: BaseHTTPMiddleware and a client that hangs up ---------------------------
+# -- BaseHTTPMiddleware and a client that hangs up -----------------------------------------
 
 
 class PassThrough(BaseHTTPMiddleware):
@@ -330,7 +311,7 @@ class PassThrough(BaseHTTPMiddleware):
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("hang_up", ["close", "half-close"])
-async def test_seed_003_base_http_middleware_disconnect_before_response(
+async def test_base_http_middleware_hang_up_before_response_is_no_error_and_no_500(
     autojump_clock: trio.abc.Clock,
     caplog: pytest.LogCaptureFixture,
     method: str,
@@ -391,7 +372,7 @@ async def test_seed_003_base_http_middleware_disconnect_before_response(
     assert [r for r in caplog.records if r.exc_info] == []
 
 
-# -- seed 004: cancellation on hang-up by policy ----------------------------------------
+# -- cancellation on hang-up, by policy ----------------------------------------------------
 
 
 class SleepyApp:
@@ -449,7 +430,7 @@ async def hang_up_during(app: SleepyApp, method: str, config: Config) -> float:
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
-async def test_seed_004_hang_up_cancels_safe_method_promptly(
+async def test_hang_up_cancels_safe_method_promptly(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
     """Under the default policy a hang-up cancels a GET/HEAD/OPTIONS app at once (its
@@ -464,7 +445,7 @@ async def test_seed_004_hang_up_cancels_safe_method_promptly(
     assert error_records(caplog) == []
 
 
-async def test_seed_004_hang_up_does_not_cancel_post_which_sees_disconnect(
+async def test_hang_up_does_not_cancel_post_which_sees_disconnect(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A POST may have side effects: it is not cancelled, finishes its work, reads
@@ -482,7 +463,7 @@ async def test_seed_004_hang_up_does_not_cancel_post_which_sees_disconnect(
     assert error_records(caplog) == []
 
 
-async def test_seed_004_cancel_on_disconnect_always_cancels_post(
+async def test_cancel_on_disconnect_always_cancels_post(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
@@ -494,7 +475,7 @@ async def test_seed_004_cancel_on_disconnect_always_cancels_post(
     assert error_records(caplog) == []
 
 
-async def test_seed_004_cancel_on_disconnect_never_lets_get_finish(
+async def test_cancel_on_disconnect_never_lets_get_finish(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
@@ -509,12 +490,12 @@ async def test_seed_004_cancel_on_disconnect_never_lets_get_finish(
 
 
 @pytest.mark.parametrize("policy", ["safe", "always"])
-async def test_seed_004_hang_up_after_complete_response_does_not_cancel_background_work(
+async def test_hang_up_after_complete_response_does_not_cancel_background_work(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, policy: str
 ) -> None:
     """Work the app does after its final body chunk (a background task, as with
-    Starlette's BackgroundTask) is not the client's business: the seed's
-    connection_lost hook cancelled every task of the connection, this included."""
+    Starlette's BackgroundTask) is not the client's business. A server that cancels
+    every task of the connection when the connection is lost cancels this too."""
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
     background_done = trio.Event()
     outcome: list[str] = []
@@ -543,10 +524,10 @@ async def test_seed_004_hang_up_after_complete_response_does_not_cancel_backgrou
     assert error_records(caplog) == []
 
 
-# -- shielding of the response head ---------------------------------------------------------
+# -- the response head is written whole ----------------------------------------------------
 
 
-async def test_send_shielding_head_is_whole_or_nothing(
+async def test_response_head_is_whole_when_the_app_cancels_its_send(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The app's own deadline expires while the server is blocked writing the head.
@@ -611,7 +592,7 @@ async def test_send_shielding_head_is_whole_or_nothing(
     assert error_records(caplog) == []
 
 
-async def test_send_shielding_head_is_whole_on_real_socket() -> None:
+async def test_response_head_is_whole_on_a_real_socket_when_the_app_cancels_its_send() -> None:
     """The same on a real socket, where an abandoned write really is cut short.
 
     The head carries an 8 MiB header; the client's receive buffer is pinned small,

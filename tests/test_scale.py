@@ -1,4 +1,4 @@
-"""Scale of connections (issue 4, item 5), against a server in a subprocess.
+"""Scale of connections, against a server in a subprocess.
 
 - Many concurrent idle keep-alive connections: N of them are held open at once,
   the server's memory per connection is bounded (the RSS of the *server* process,
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import os
 import re
 import resource
 import select
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+from _helpers import open_fds
 
 SERVER_SCRIPT = """
 import logging
@@ -114,8 +114,8 @@ def close_slack(n: int) -> float:
     """How late after ``keep_alive_timeout`` (counted from the release) the last of
     ``n`` idle connections may be closed: 2 s plus 1 ms per connection, for a
     single-threaded server that writes ``n`` responses and then closes ``n``
-    connections in one burst (measured: 0.15 s late for 500, about 5 s for 10,000,
-    see the report printed by the test)."""
+    connections in one burst, so how late the last one is grows with ``n`` (the
+    test prints it)."""
     return 2 + n / 1000
 
 
@@ -211,10 +211,6 @@ async def server_process(
 # -- client helpers -----------------------------------------------------------------------
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def raise_fd_limit(wanted: int) -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE towards ``wanted`` (at most to the hard limit);
     return the old limits, for restoring."""
@@ -299,10 +295,10 @@ async def test_idle_connections_are_held_with_bounded_memory_and_closed_at_keep_
     The memory bound: RSS from a baseline after warm-up to the sample with all N
     idle. That sample is the process's high-water mark: it comes right after the
     burst of N responses, and the objects of the N parked requests, although freed,
-    leave pymalloc arenas partly used (tracemalloc shows Python-level memory per
-    connection going *down* by about 1.5 KB when the requests complete, while RSS
-    goes up by about 4.5 KB). Measured here: about 15.8 KiB per connection with a
-    request parked and 19-20 KiB once idle. 24 KiB leaves room for allocator noise
+    leave pymalloc arenas partly used: RSS per connection is higher once the
+    connections are idle than while their requests were parked, although the
+    Python objects per connection are fewer. 24 KiB sits just above what an idle
+    connection costs in RSS with that slack, so it leaves room for allocator noise
     and still fails if an idle connection kept even an 8 KiB buffer.
     """
     old_limits = raise_fd_limit(wanted + FD_HEADROOM + open_fds())

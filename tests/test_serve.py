@@ -28,27 +28,14 @@ import h11
 import httpx
 import pytest
 import trio
+from _helpers import Scope, free_port, respond
 from _pipes import PipeReader
 
 import trioserve
 from trioserve import BindError, Config
 from trioserve.testing import TestConnection, TestResponse
 
-Scope = dict[str, Any]
-
-
 # -- helpers ---------------------------------------------------------------------------
-
-
-async def respond(send: Any, body: bytes = b"ok", status: int = 200) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def hello_app(scope: Scope, receive: Any, send: Any) -> None:
@@ -118,13 +105,6 @@ async def assert_closed_by_server(conn: TestConnection) -> None:
         assert await conn.receive_until_closed() == b""
     finally:
         await conn.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def all_tasks() -> set[trio.lowlevel.Task]:

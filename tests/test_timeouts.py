@@ -1,15 +1,19 @@
-"""Timeouts (B11) and the graceful-shutdown deadline, in virtual time.
+"""Timeouts and the graceful-shutdown deadline.
 
-Every test runs the real server over in-memory streams under ``autojump_clock``
-and measures ``trio.current_time()`` deltas:
+Every test but one runs the real server over in-memory streams under
+``autojump_clock`` and measures ``trio.current_time()`` deltas; the write deadline on
+a real socket is waited for in real time, under a hang guard:
 
 - ``keep_alive_timeout``: counts only idle time between requests, restarts after
-  every response, and also bounds a connection that never sends a byte;
+  every response, is not running while a pipelined request is served, and also
+  bounds a connection that never sends a byte;
 - ``header_timeout``: the whole request head, from its first byte (slowloris);
 - ``read_timeout``: the gap between pieces of a request body;
-- the write deadline (``write_timeout``) for a client that stops reading;
-- ``graceful_timeout``: in-flight requests get that long after shutdown begins,
-  then they are cancelled; idle connections close at once.
+- the write deadline (``write_timeout``) for a client that stops reading, over a
+  lockstep stream and on a real socket;
+- ``graceful_timeout``: in-flight requests get that long after shutdown begins
+  (and finish with ``connection: close``), then they are cancelled; idle
+  connections close at once.
 """
 
 from __future__ import annotations
@@ -20,21 +24,24 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import (
+    ERROR_LOGGER,
+    Receive,
+    Scope,
+    Send,
+    Wire,
+    body,
+    error_log_records,
+    error_records,
+    http_only,
+    parse_single,
+    start,
+    text_app,
+)
 
 import trioserve
 from trioserve import Config
-from trioserve.testing import TestConnection, open_test_client
-
-
-def http_only(app: Any) -> Any:
-    """Wrap a plain HTTP app so that it ignores the lifespan protocol (lifespan
-    stays "auto" and is found unsupported)."""
-
-    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await app(scope, receive, send)
-
-    return wrapper
+from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:
@@ -46,10 +53,6 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"hello"})
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def dribble(conn: TestConnection, data: bytes, interval: float) -> None:
@@ -94,6 +97,48 @@ async def test_connection_that_never_sends_a_byte_is_closed_at_keep_alive_timeou
         start = trio.current_time()
         assert await conn.receive_some() == b""
         assert trio.current_time() - start == pytest.approx(3, abs=0.01)
+        await conn.aclose()
+
+
+async def test_keep_alive_timeout_closes_idle_connection(autojump_clock: Any) -> None:
+    async with open_test_client(text_app(), Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        response = await conn.request("GET", "/")
+        assert response.status == 200
+        idle_since = trio.current_time()
+        with trio.move_on_after(4.9):
+            await conn.receive_some()
+            pytest.fail("the connection ended before the keep-alive timeout")
+        assert await conn.receive_some() == b""
+        assert trio.current_time() - idle_since == pytest.approx(5)
+        await conn.aclose()
+
+
+async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
+    autojump_clock: Any,
+) -> None:
+    """The second pipelined request takes 10 s, twice the keep-alive timeout; a
+    server that arms the timer after the first response kills it (uvicorn #1637)."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await trio.sleep(10)
+        await text_app(scope["path"].encode())(scope, receive, send)
+
+    async with open_test_client(app, Config(keep_alive_timeout=5)) as client:
+        conn = await client.connect()
+        wire = Wire(conn)
+        await conn.send_all(
+            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first = await wire.response()
+        second = await wire.response()
+        answered = trio.current_time()
+        assert (first.body, second.body) == (b"/fast", b"/slow")
+        # ... and the timer is armed again once the connection is idle.
+        assert await wire.until_closed() == b""
+        assert trio.current_time() - answered == pytest.approx(5)
         await conn.aclose()
 
 
@@ -264,6 +309,51 @@ async def test_client_that_stops_reading_hits_write_deadline(
     assert error_records(caplog) == []
 
 
+async def test_client_that_stops_reading_on_a_real_socket_hits_the_write_deadline(
+    caplog: pytest.LogCaptureFixture, stalled_client: Any
+) -> None:
+    """On a plain socket the server writes to the file descriptor itself and waits
+    (under ``write_timeout``) only for what the kernel does not take at once. A
+    client with a small receive buffer that never reads: the socket buffers fill,
+    a write is left waiting, and after write_timeout=0.5 the app's send() raises
+    ClientDisconnected and the connection is closed. A fast path that spun on
+    EAGAIN, or waited without the deadline, would keep the app blocked until the
+    hang guard; one that buffered would let the app send all 4,096 chunks."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    outcome: list[tuple[int, BaseException]] = []
+    app_done = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+        try:
+            await send(start(200, [(b"content-length", b"%d" % (4096 * 65536))]))
+            for _ in range(4096):
+                await send(body(b"d" * 65536, more=True))
+                sent += 1
+        except BaseException as exc:
+            outcome.append((sent, exc))
+            raise
+        finally:
+            app_done.set()
+
+    config = Config(lifespan="off", write_timeout=0.5)
+    async with open_test_server(app, config) as server:
+        with trio.fail_after(20):
+            async with stalled_client(server.port) as stream:
+                await app_done.wait()
+                # The server closed the connection: the client reads what the
+                # kernel buffered, then EOF (or a reset for the unread rest).
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await stream.receive_some(1 << 20):
+                        pass
+    assert len(outcome) == 1
+    sent, exc = outcome[0]
+    assert isinstance(exc, trioserve.ClientDisconnected)
+    assert "in time" in str(exc)
+    assert sent < 4096
+    assert error_log_records(caplog) == []
+
+
 # -- graceful shutdown -------------------------------------------------------------------------
 
 
@@ -344,6 +434,45 @@ async def test_graceful_shutdown_closes_idle_keep_alive_connection_at_once(
     assert trio.current_time() - shutdown_began < 0.01
     assert await conn.receive_some() == b""
     await conn.aclose()
+
+
+async def test_shutdown_lets_busy_request_finish_and_closes_idle_connection_at_once(
+    autojump_clock: Any,
+) -> None:
+    started = trio.Event()
+    release = trio.Event()
+    results: dict[str, Any] = {}
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            started.set()
+            await release.wait()
+        await text_app(b"done")(scope, receive, send)
+
+    async def watch(idle: TestConnection, busy: TestConnection, shutdown_at: float) -> None:
+        assert await idle.receive_some() == b""
+        results["idle_closed_after"] = trio.current_time() - shutdown_at
+        release.set()
+        results["busy"] = await busy.receive_until_closed()
+        await busy.aclose()
+        await idle.aclose()
+
+    async with (
+        trio.open_nursery() as nursery,
+        open_test_client(app, Config(keep_alive_timeout=5)) as client,
+    ):
+        idle = await client.connect()
+        assert (await idle.request("GET", "/fast")).status == 200
+        busy = await client.connect()
+        await busy.send_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await started.wait()
+        nursery.start_soon(watch, idle, busy, trio.current_time())
+    # leaving the block shut the server down gracefully
+    assert results["idle_closed_after"] == 0
+    response = parse_single(results["busy"])
+    assert response.body == b"done"
+    assert response.header(b"connection") == b"close"
 
 
 async def test_shutdown_with_lifespan_off_does_not_wait_for_lifespan(

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import httpx
 import pytest
 import trio
 import trustme
+from _helpers import Recorder, error_records
 
 import trioserve
 from trioserve import Config, ConfigError
@@ -79,20 +78,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(ca, cert, certfile, keyfile, ca_file)
 
 
-class Recorder:
-    """An ASGI app that answers ``ok`` and keeps every HTTP scope it sees."""
-
-    def __init__(self) -> None:
-        self.scopes: list[dict[str, object]] = []
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        self.scopes.append(scope)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
@@ -119,17 +104,6 @@ async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
 
 def der(pem: str | bytes) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pem.decode() if isinstance(pem, bytes) else pem)
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for a Unix socket (paths are limited to ~100 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="tst-") as name:
-        yield Path(name)
 
 
 # -- scheme and the tls scope extension ---------------------------------------------
