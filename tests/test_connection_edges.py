@@ -1,4 +1,4 @@
-"""Edge cases of the connection engine (``trioserve/_connection.py``) that a user sees
+"""Edge cases of the connection layer (``trioserve/connection/``) that a user sees
 when the client misbehaves or the server is shutting down:
 
 - a client that resets its TCP connection (RST, not FIN) while a GET app runs: the

@@ -34,7 +34,7 @@ class StepCounter(trio.abc.Instrument):
         self.steps = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        # The connection task (running HTTPConnection.run via the serve handler)
+        # The connection task (running HTTP11Connection.run via serve_stream)
         # and its reader task.
         if task.name in (CONNECTION_TASK_NAME, READER_TASK_NAME):
             self.steps += 1

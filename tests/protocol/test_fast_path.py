@@ -1,6 +1,6 @@
-"""The request fast path of ``HTTP11Protocol`` against the h11 path, byte for byte.
+"""The request fast path of the parser against the h11 path, byte for byte.
 
-``HTTP11Protocol`` parses plain requests (origin-form target, HTTP/1.0 or 1.1, no
+``RequestParser`` (and with it ``HTTP11Protocol``) parses plain requests (origin-form target, HTTP/1.0 or 1.1, no
 Transfer-Encoding, Expect or Upgrade, the head whole in the buffer) itself and hands
 everything else to h11. The fast path may only *accept*: for any bytes, split into
 any pieces, a protocol with the fast path must give exactly the trace a protocol

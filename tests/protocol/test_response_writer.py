@@ -1,7 +1,7 @@
 """The response side of ``HTTP11Protocol`` against h11's, case by case.
 
 trioserve writes responses itself (h11 parses the requests); see the module
-docstring of ``trioserve/protocol/_http11.py`` for why. These tests hold that
+docstring of ``trioserve/protocol/_http11_writer.py`` for why. These tests hold that
 writer to h11's own server-side behaviour: for every combination of request
 method, HTTP version, request ``Connection`` header, status, app framing headers,
 app ``Connection`` header, server-side close and body chunks, the same request is
