@@ -171,6 +171,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
         "TLS",
         "Timeouts",
         "Limits",
+        "WebSockets",
         "Logging",
         "Other",
     ]
@@ -183,6 +184,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     assert "--keep-alive-timeout" in sections["Timeouts"]
     assert "--limit-concurrency" in sections["Limits"]
     assert "--access-logformat" in sections["Logging"]
+    assert "--ws" in sections["WebSockets"]
     assert "--factory" in sections["Application"]
     assert "--header NAME:VALUE" in sections["Application"]
 

@@ -144,8 +144,8 @@ def test_toml_lists_and_octal_become_normalised_values(tmp_path: Path) -> None:
         ("use_reloader", "true"),
         ("server_names", '["example.com"]'),
         ("pid_path", '"/run/app.pid"'),
-        ("websocket_max_message_size", "16777216"),
-        ("websocket_ping_interval", "20.0"),
+        ("max_app_queue_size", "10"),
+        ("h2_max_concurrent_streams", "100"),
         ("alpn_protocols", '["h2", "http/1.1"]'),
         ("user", "1000"),
     ],
@@ -163,6 +163,17 @@ def test_hypercorn_only_key_gives_exactly_one_warning_naming_it(
     assert f"'{key}'" in message
     assert source in message
     assert config == Config(keep_alive_timeout=9)
+
+
+def test_hypercorns_websocket_keys_keep_their_meaning(tmp_path: Path) -> None:
+    source = write_toml(
+        tmp_path, "websocket_max_message_size = 1048576\nwebsocket_ping_interval = 5.0\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = load_config(source)
+    assert config.websocket_max_message_size == 1048576
+    assert config.websocket_ping_interval == 5.0
 
 
 def test_every_hypercorn_only_key_warns_once_in_one_file(tmp_path: Path) -> None:

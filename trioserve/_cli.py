@@ -80,6 +80,24 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
         click.Choice(["safe", "always", "never"]),
         {},
     ),
+    ("WebSockets", ("--ws",), "ws", click.Choice(["auto", "wsproto", "none"]), {}),
+    (
+        "WebSockets",
+        ("--websocket-max-message-size",),
+        "websocket_max_message_size",
+        int,
+        {"metavar": "BYTES"},
+    ),
+    ("WebSockets", ("--websocket-ping-interval",), "websocket_ping_interval", float, {}),
+    ("WebSockets", ("--websocket-ping-timeout",), "websocket_ping_timeout", float, {}),
+    ("WebSockets", ("--websocket-close-timeout",), "websocket_close_timeout", float, {}),
+    (
+        "WebSockets",
+        ("--websocket-per-message-deflate/--no-websocket-per-message-deflate",),
+        "websocket_per_message_deflate",
+        bool,
+        {},
+    ),
     (
         "Application",
         ("--header",),
@@ -108,7 +126,16 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Logging", ("--log-config",), "logconfig", str, {"metavar": "PATH"}),
 ]
 
-_GROUP_ORDER = ["Application", "Binding", "TLS", "Timeouts", "Limits", "Logging", "Other"]
+_GROUP_ORDER = [
+    "Application",
+    "Binding",
+    "TLS",
+    "Timeouts",
+    "Limits",
+    "WebSockets",
+    "Logging",
+    "Other",
+]
 _GROUPS: dict[str, str] = {key: group for group, _, key, _, _ in _OPTIONS}
 _GROUPS.update(
     {

@@ -32,6 +32,7 @@ __all__ = ["Config", "load_config"]
 
 LifespanMode = Literal["auto", "on", "off"]
 DisconnectPolicy = Literal["safe", "always", "never"]
+WebSocketMode = Literal["auto", "wsproto", "none"]
 
 
 def _describe(value: object) -> str:
@@ -412,6 +413,49 @@ class Config:
         _choice("safe", "always", "never"),
         hypercorn=False,
     )
+    ws: WebSocketMode = _key(
+        "auto",
+        "WebSocket support. ``auto`` (or ``wsproto``, the library it uses) serves "
+        "websocket upgrades; ``none`` answers them with 501 and the app never sees a "
+        "websocket scope.",
+        _choice("auto", "wsproto", "none"),
+        hypercorn=False,
+    )
+    websocket_max_message_size: int = _key(
+        16 * 1024 * 1024,
+        "Largest websocket message in bytes, counted across its fragments (and after "
+        "decompression); a larger one closes the connection with 1009.",
+        _positive_int,
+        hypercorn=True,
+    )
+    websocket_ping_interval: float = _key(
+        20.0,
+        "Seconds between the pings the server sends on an idle websocket to check "
+        "that the peer is still there. ``None``: no pings.",
+        _seconds,
+        hypercorn=True,
+    )
+    websocket_ping_timeout: float = _key(
+        20.0,
+        "Seconds the peer has to answer a ping; one that does not is closed with "
+        "1011 and the app gets ``websocket.disconnect``.",
+        _seconds,
+        hypercorn=False,
+    )
+    websocket_close_timeout: float = _key(
+        10.0,
+        "Seconds the peer has to answer the server's close frame (the close "
+        "handshake) before the connection is dropped.",
+        _seconds,
+        hypercorn=False,
+    )
+    websocket_per_message_deflate: bool = _key(
+        True,
+        "Agree to permessage-deflate compression when a client offers it (see "
+        "``docs/websockets.md`` for its memory cost).",
+        _bool,
+        hypercorn=False,
+    )
 
     def __new__(cls, **keys: Any) -> Config:
         # Runs before the generated __init__, so that a misspelt key is a
@@ -460,8 +504,6 @@ HYPERCORN_ONLY_KEYS = frozenset(
         "use_reloader",
         "user",
         "verify_flags",
-        "websocket_max_message_size",
-        "websocket_ping_interval",
         "worker_class",
         "workers",
         "wsgi_max_body_size",

@@ -13,7 +13,9 @@ what happened::
     ├── LifespanFailure                         the app's lifespan startup failed or timed out
     ├── RemoteProtocolError                     the client broke HTTP; carries the status to answer
     ├── LocalProtocolError   (also RuntimeError) the app broke ASGI (bad message, bad sequence)
-    └── ClientDisconnected   (also OSError)     send() after the client went away (ASGI 2.5)
+    ├── ClientDisconnected   (also OSError)     send() after the client went away (ASGI 2.5)
+    ├── WebSocketDenied                         trioserve.testing: the server refused a websocket
+    └── WebSocketClosed                         trioserve.testing: the server closed the websocket
 
     ConfigWarning (a UserWarning)               a Hypercorn key trioserve does not implement
 
@@ -34,6 +36,8 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "TrioserveError",
+    "WebSocketClosed",
+    "WebSocketDenied",
 ]
 
 
@@ -72,12 +76,20 @@ class RemoteProtocolError(TrioserveError):
 
     Attributes:
       status_hint: the HTTP status code to answer with before closing (400, 408, 413,
-          414, 431, 501, 505, ...).
+          414, 426, 431, 501, 505, ...).
+      headers: header fields the answer must carry (``Sec-WebSocket-Version`` with
+          a 426), lower-case names.
     """
 
-    def __init__(self, message: str, status_hint: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_hint: int = 400,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+        self.headers = headers
 
 
 class LocalProtocolError(TrioserveError, RuntimeError):
@@ -94,3 +106,34 @@ class ClientDisconnected(TrioserveError, OSError):
     trioserve never logs this exception as an error, even when the application lets
     it propagate.
     """
+
+
+class WebSocketDenied(TrioserveError):
+    """Raised by :mod:`trioserve.testing` when the server answers a websocket
+    handshake with an HTTP response instead of accepting it (the app closed
+    before accepting, sent a denial response, or failed).
+
+    Attributes:
+      response: the HTTP response (a :class:`trioserve.testing.TestResponse`).
+    """
+
+    def __init__(self, response: object) -> None:
+        super().__init__(f"The websocket handshake was refused: {response!r}")
+        self.response = response
+
+
+class WebSocketClosed(TrioserveError):
+    """Raised by :mod:`trioserve.testing` when the server has closed the websocket.
+
+    Attributes:
+      code: the close code the server sent (1005 if it sent none, 1006 if the
+          connection ended without a close frame).
+      reason: the reason it gave.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(
+            f"The websocket was closed with code {code}" + (f": {reason}" if reason else "")
+        )
+        self.code = code
+        self.reason = reason

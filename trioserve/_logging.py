@@ -33,6 +33,7 @@ else:  # pragma: no cover - version-dependent import
 
 __all__ = [
     "DEFAULT_ACCESS_LOG_FORMAT",
+    "WEBSOCKET_SUFFIX",
     "AccessLogAtoms",
     "AccessLogger",
     "configure_logging",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+#: Added to the access log format for a websocket session: the close codes the
+#: server and the client sent (``-`` for none), messages/bytes received and sent,
+#: and the session's duration in seconds.
+WEBSOCKET_SUFFIX = " websocket close=%(ws_close)s in=%(ws_in)s out=%(ws_out)s time=%(L)s"
 
 access_logger = logging.getLogger("trioserve.access")
 
@@ -164,6 +169,35 @@ class AccessLogger:
             return
         atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
         access_logger.info(self.format, atoms)
+
+    def log_websocket(
+        self,
+        scope: Mapping[str, Any],
+        status: int | None,
+        close_codes: tuple[int | None, int | None],
+        received: tuple[int, int],
+        sent: tuple[int, int],
+        duration: float,
+    ) -> None:
+        """Write the line for one finished websocket session: the access log
+        format, for the upgrade request (``%(s)s`` is 101 once accepted, or the
+        status of the refusal; ``%(b)s`` the message bytes sent; the times the
+        session's), followed by :data:`WEBSOCKET_SUFFIX`.
+
+        Args:
+          close_codes: the close code the server sent and the one the client sent
+              (``None`` where no close frame went that way).
+          received: messages and bytes from the client.
+          sent: messages and bytes to the client.
+        """
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        atoms = AccessLogAtoms({**scope, "method": "GET"}, status, (), sent[1], duration)
+        ours, theirs = close_codes
+        atoms["ws_close"] = f"{'-' if ours is None else ours}/{'-' if theirs is None else theirs}"
+        atoms["ws_in"] = f"{received[0]}/{received[1]}"
+        atoms["ws_out"] = f"{sent[0]}/{sent[1]}"
+        access_logger.info(self.format + WEBSOCKET_SUFFIX, atoms)
 
 
 def configure_logging(

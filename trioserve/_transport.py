@@ -341,15 +341,16 @@ class Transport:
             self._room_lot.unpark_all()
         return data
 
-    async def wait_data(self) -> None:
-        """Wait until bytes are buffered or the peer has closed (return at once if
-        so already), or until :meth:`wake` is called."""
-        if not (self.buffered or self.peer_closed):
-            await self._data_lot.park()
+    async def wait_received(self) -> None:
+        """Wait until the reader receives more (bytes, or the peer's close), or
+        until :meth:`wake` is called. Callers look at what they wait for first:
+        this returns only after something happened."""
+        await self._data_lot.park()
 
     def wake(self) -> None:
-        """Wake every task in :meth:`wait_data`, so that it looks again at whatever
-        it is waiting for (a shutdown, a deadline) besides the data."""
+        """Wake every task in :meth:`wait_received`, so that it looks again at
+        whatever it is waiting for besides the data (a shutdown, a deadline, the
+        work of another task)."""
         self._data_lot.unpark_all()
 
     def discard_input(self) -> None:

@@ -44,11 +44,14 @@ import trio
 
 from .._errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
 from ..protocol._asgi import ASGI_VERSION, build_http_scope
+from ..protocol._asgi_ws import build_websocket_scope
 from ..protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
 from ..protocol._http11 import HTTP11Protocol
 from ..protocol._http11_writer import error_body
+from ..protocol._websocket import check_handshake, is_websocket_upgrade
 from ._keep_alive import KeepAlive
 from ._request import RequestCycle, ResponseHead
+from ._websocket import WebSocketSession
 
 if TYPE_CHECKING:
     from .._server_state import ServerState
@@ -110,7 +113,7 @@ class HTTP11Channel:
             if event is not Signal.NEED_DATA:
                 return event
             if not self._feed(True):
-                await transport.wait_data()
+                await transport.wait_received()
 
     def _feed(self, eof: bool) -> bool:
         """Move what the reader buffered (or its EOF) into the protocol; return
@@ -236,10 +239,14 @@ class HTTP11Channel:
             await trio.lowlevel.checkpoint()
         return sent
 
-    async def send_error(self, status: int) -> int | None:
+    async def send_error(
+        self, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> int | None:
         """Answer with a response of the server's own, ending the connection,
-        unless a head was sent; return the size of its body if it was sent."""
-        data = self._proto.error_response(status, self._server.default_headers())
+        unless a head was sent; return the size of its body if it was sent.
+        ``headers`` are fields the answer needs (``Sec-WebSocket-Version``)."""
+        default = self._server.default_headers()
+        data = self._proto.error_response(status, [*headers, *default] if headers else default)
         if not data:
             return None
         try:
@@ -272,6 +279,7 @@ class HTTP11Connection:
         "_proto",
         "_server",
         "_transport",
+        "_websocket",
     )
 
     def __init__(
@@ -298,6 +306,7 @@ class HTTP11Connection:
         self._channel = HTTP11Channel(transport, self._proto, server)
         self._keep_alive = KeepAlive(server.config.keep_alive_timeout, transport.wake)
         self._cycle: RequestCycle | None = None
+        self._websocket: WebSocketSession | None = None
 
     async def run(self) -> None:
         """Serve requests until the connection ends."""
@@ -316,23 +325,28 @@ class HTTP11Connection:
                     # cancelled request there is nothing left to serve, the reader
                     # has finished, and on the way out nothing waits (no error
                     # answer, no linger: the peer is gone).
-                    await self._serve_requests(nursery.cancel_scope)
+                    await self._serve_requests(nursery)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
             server.connections.discard(self)
 
     def shutdown_nowait(self) -> None:
-        """Begin a graceful close: at once if idle, else after the current response."""
+        """Begin a graceful close: at once if idle, else after the current response
+        (a websocket closes with 1001)."""
         self._channel.closing = True
         if self._keep_alive.armed:
             self._transport.wake()
+        if self._websocket is not None:
+            self._websocket.shutdown_nowait()
 
     def _on_peer_closed(self) -> None:
         if self._cycle is not None:
             self._cycle.on_disconnect()
+        elif self._websocket is not None:
+            self._websocket.on_disconnect()
 
-    async def _serve_requests(self, app_scope: trio.CancelScope) -> None:
+    async def _serve_requests(self, nursery: trio.Nursery) -> None:
         proto = self._proto
         transport = self._transport
         while True:
@@ -347,12 +361,17 @@ class HTTP11Connection:
             except RemoteProtocolError as exc:
                 if not transport.peer_closed:
                     error_logger.debug("Bad request from %s: %s", self._base_scope["client"], exc)
-                    await self._channel.send_error(exc.status_hint)
+                    await self._channel.send_error(exc.status_hint, exc.headers)
                     await transport.linger()
                 return
             if head is None:
                 return
-            if not await self._handle(head, app_scope):
+            if head.upgrade and is_websocket_upgrade(head.headers):
+                # The connection becomes a websocket (or is refused, and ends).
+                await self._upgrade(head, nursery)
+                await transport.linger()
+                return
+            if not await self._handle(head, nursery.cancel_scope):
                 await transport.linger()
                 return
             del head  # not kept alive through the idle wait
@@ -371,7 +390,7 @@ class HTTP11Connection:
             while not (
                 transport.buffered or transport.peer_closed or channel.closing or keep_alive.expired
             ):
-                await transport.wait_data()
+                await transport.wait_received()
         finally:
             keep_alive.disarm()
         return not keep_alive.expired and bool(transport.buffered or transport.peer_closed)
@@ -432,6 +451,52 @@ class HTTP11Connection:
         if not proto.request_complete and not await self._drain_body():
             return False
         return proto.start_next_cycle()
+
+    async def _upgrade(self, head: RequestHead, nursery: trio.Nursery) -> None:
+        """Serve a websocket upgrade request: hand the transport, and the bytes
+        that came behind the request, to a websocket session."""
+        server = self._server
+        channel = self._channel
+        channel.request_close()  # no HTTP request follows, whatever happens
+        if server.config.ws == "none":
+            error_logger.info("WebSocket upgrade refused: websocket support is off (ws='none')")
+            await channel.send_error(501)
+            return
+        try:
+            has_body = not isinstance(channel.receive_nowait(), RequestEnd)
+            request = check_handshake(head, has_body)
+        except RemoteProtocolError as exc:
+            error_logger.debug(
+                "Bad websocket handshake from %s: %s", self._base_scope["client"], exc
+            )
+            await channel.send_error(exc.status_hint, exc.headers)
+            return
+        if not server.admit_request():
+            await channel.send_error(503)
+            return
+        scope = build_websocket_scope(
+            head,
+            self._base_scope,
+            server.config.root_path,
+            server.lifespan_state,
+            request.subprotocols,
+        )
+        if self._extensions:
+            scope["extensions"].update(
+                (name, value.copy()) for name, value in self._extensions.items()
+            )
+        buffered = self._proto.take_trailing_data() + self._transport.take_data()
+        session = WebSocketSession(
+            self._transport, channel, server, scope, request, buffered, nursery
+        )
+        self._websocket = session
+        if self._transport.peer_closed:
+            session.on_disconnect()
+        try:
+            await session.run()
+        finally:
+            self._websocket = None
+            server.request_done()
 
     async def _drain_body(self) -> bool:
         """Read and discard the rest of a request body the app did not read."""

@@ -28,6 +28,8 @@ class RequestHead:
     http_version: bytes
     #: Header names lower-cased, values as received.
     headers: list[tuple[bytes, bytes]]
+    #: The request has an ``Upgrade`` field: it offers to switch protocols.
+    upgrade: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

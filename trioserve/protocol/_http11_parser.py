@@ -215,6 +215,20 @@ class RequestParser:
             return bool(self._h11().trailing_data[0])
         return bool(self._buf)
 
+    def take_trailing_data(self) -> bytes:
+        """The bytes received after the current request, for the protocol the
+        connection switches to (a websocket after an upgrade). Nothing more is
+        parsed."""
+        if self._stage is _H11:
+            data = bytes(self._h11().trailing_data[0])
+            self._conn = None
+        else:
+            data = self._buf
+        self._buf = b""
+        self._stage = _DONE
+        self._keep_alive = False
+        return data
+
     def start_next_cycle(self) -> bool:
         """Get ready for the next request if the current one is complete and asked
         for keep-alive; return whether it did. (The caller checks the response.)"""
@@ -276,6 +290,7 @@ class RequestParser:
         version: bytes,
         headers: list[tuple[bytes, bytes]],
         close: bool,
+        upgrade: bool = False,
     ) -> RequestHead:
         # h11's keep-alive rule: HTTP/1.1 without "close" among the Connection tokens.
         http10 = version != b"1.1"
@@ -284,7 +299,7 @@ class RequestParser:
         self._http10 = http10
         self._keep_alive = keep_alive
         self._head_request = method == b"HEAD"
-        return RequestHead(method, target, version, headers)
+        return RequestHead(method, target, version, headers, upgrade)
 
     def _plain_body_event(self) -> BodyChunk | RequestEnd | Signal:
         left = self._body_left
@@ -383,7 +398,11 @@ class RequestParser:
             # Body bytes that came with the head are already in h11's buffer.
             self._chunks.feed(self._h11().trailing_data[0])
         self._asked_continue = self._h11().they_are_waiting_for_100_continue
-        return self._begin(event.method, event.target, event.http_version, headers, facts[3])
+        # Only h11 parses requests with an Upgrade field.
+        upgrade = any(name == b"upgrade" for name, _ in headers)
+        return self._begin(
+            event.method, event.target, event.http_version, headers, facts[3], upgrade
+        )
 
     def _h11(self) -> h11.Connection:
         conn = self._conn

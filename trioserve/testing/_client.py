@@ -13,6 +13,7 @@ from .._config import Config
 from .._errors import BindError, ConfigError, LifespanFailure
 from .._serve import serve_listeners
 from .._types import ASGIApp
+from ._websocket import TestWebSocket, open_websocket
 
 __all__ = [
     "MemoryListener",
@@ -123,6 +124,28 @@ class TestConnection:
         """Close the connection (a client hang-up)."""
         await self.stream.aclose()
 
+    async def websocket(
+        self,
+        path: str,
+        *,
+        subprotocols: Iterable[str] = (),
+        headers: Iterable[tuple[str, str]] = (),
+        deflate: bool = False,
+    ) -> TestWebSocket:
+        """Upgrade this connection to a websocket (after any earlier requests).
+
+        Args:
+          subprotocols: the subprotocols to offer.
+          headers: extra request header fields.
+          deflate: offer permessage-deflate.
+
+        Raises:
+          WebSocketDenied: the server answered with an HTTP response.
+        """
+        return await open_websocket(
+            self.stream, path, subprotocols=subprotocols, headers=headers, deflate=deflate
+        )
+
     async def request(
         self,
         method: str,
@@ -188,6 +211,34 @@ class TestClient:
         connection = await self.connect()
         try:
             return await connection.request(method, path, headers=headers, body=body)
+        finally:
+            await connection.aclose()
+
+    @asynccontextmanager
+    async def websocket(
+        self,
+        path: str,
+        *,
+        subprotocols: Iterable[str] = (),
+        headers: Iterable[tuple[str, str]] = (),
+        deflate: bool = False,
+    ) -> AsyncIterator[TestWebSocket]:
+        """Open a websocket on a new connection, closed when the block ends.
+
+        Example::
+
+            async with client.websocket("/ws") as ws:
+                await ws.send_text("hello")
+                assert await ws.receive_text() == "hello"
+
+        Raises:
+          WebSocketDenied: the server answered with an HTTP response.
+        """
+        connection = await self.connect()
+        try:
+            yield await connection.websocket(
+                path, subprotocols=subprotocols, headers=headers, deflate=deflate
+            )
         finally:
             await connection.aclose()
 
