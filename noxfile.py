@@ -15,7 +15,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
-LINT_PATHS = ("trioserve", "tests", "bench", "noxfile.py")
+LINT_PATHS = ("trioserve", "tests", "bench", "conformance", "noxfile.py")
 
 # Modules whose coverage is held to a hard floor (comma-separated --include globs).
 CORE_MODULES = "trioserve/_transport.py,trioserve/connection/*,trioserve/protocol/*"
@@ -46,6 +46,15 @@ def tests_slow(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # Exit code 5 is pytest's "no test selected": no slow test exists yet.
     session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """WebSocket conformance: the Autobahn|Testsuite fuzzingclient cases (run by
+    kosoku) against trioserve; fails on any FAILED, NON-STRICT or UNIMPLEMENTED
+    case. Arguments after ``--`` go to conformance/autobahn.py."""
+    session.install("-e", ".", "kosoku")
+    session.run("python", "conformance/autobahn.py", *session.posargs)
 
 
 @nox.session
