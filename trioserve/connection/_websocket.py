@@ -211,7 +211,7 @@ class FrameIO:
                 if ws.state is ConnectionState.REMOTE_CLOSING:
                     # The peer closes: answer with its code (RFC 6455 5.5.1).
                     self.sent_close = int(event.code)
-                    await self._write(ws.send(event.response()))
+                    await self._write(ws.send(event.response()), shield=True)
                 self._end(int(event.code), event.reason or "")
                 return
             if self.close_code is not None:
@@ -262,7 +262,7 @@ class FrameIO:
             self.sent_close = code
             # A lost connection ends the websocket in _write: nothing more to do.
             with contextlib.suppress(ClientDisconnected):
-                await self._write(self._ws.send(CloseConnection(code, reason)))
+                await self._write(self._ws.send(CloseConnection(code, reason)), shield=True)
 
     def lose(self, code: int = ABNORMAL_CLOSURE, reason: str = "") -> None:
         """Give up on the websocket (the peer did not answer in time), telling
@@ -274,13 +274,19 @@ class FrameIO:
         processed (RFC 6455 7.1.7)."""
         frame = self._ws.send(CloseConnection(code, reason))
         self.sent_close = code
-        self._end(code, reason)
-        with contextlib.suppress(ClientDisconnected):
-            await self._transport.write(bytes(frame))
-
-    async def _write(self, data: bytes | bytearray) -> None:
         try:
-            await self._transport.write(bytes(data))
+            with contextlib.suppress(ClientDisconnected):
+                await self._transport.write(frame, shield=True)
+        finally:
+            # Only now: the app, told that it is over, may return, and the
+            # keeper that may be writing this is cancelled then.
+            self._end(code, reason)
+
+    async def _write(self, data: bytes, *, shield: bool = False) -> None:
+        """Write frames; a close frame is shielded, so that it goes out whole
+        whatever happens to the task writing it."""
+        try:
+            await self._transport.write(data, shield=shield)
         except ClientDisconnected:
             self._end(ABNORMAL_CLOSURE, "")
             raise
