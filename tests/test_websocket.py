@@ -696,3 +696,24 @@ async def test_permessage_deflate_can_be_turned_off() -> None:
         assert ws.extensions == []
         await ws.send_text("plain")
         assert await ws.receive() == "plain"
+
+
+async def test_after_a_clean_close_handshake_the_server_closes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The client answers the close and keeps its side open: the server closes
+    # the connection anyway, without lingering (RFC 6455: the server closes first).
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        await receive()
+
+    async with open_test_client(app, config()) as client:
+        conn = await client.connect()
+        ws = await conn.websocket("/")
+        with pytest.raises(WebSocketClosed):
+            await ws.receive()  # answers the close frame
+        start = trio.current_time()
+        assert await conn.receive_until_closed() == b""
+    assert trio.current_time() == start  # shutdown found nothing left to wait for

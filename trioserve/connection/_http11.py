@@ -368,8 +368,8 @@ class HTTP11Connection:
                 return
             if head.upgrade and is_websocket_upgrade(head.headers):
                 # The connection becomes a websocket (or is refused, and ends).
-                await self._upgrade(head, nursery)
-                await transport.linger()
+                if not await self._upgrade(head, nursery):
+                    await transport.linger()
                 return
             if not await self._handle(head, nursery.cancel_scope):
                 await transport.linger()
@@ -452,16 +452,17 @@ class HTTP11Connection:
             return False
         return proto.start_next_cycle()
 
-    async def _upgrade(self, head: RequestHead, nursery: trio.Nursery) -> None:
+    async def _upgrade(self, head: RequestHead, nursery: trio.Nursery) -> bool:
         """Serve a websocket upgrade request: hand the transport, and the bytes
-        that came behind the request, to a websocket session."""
+        that came behind the request, to a websocket session. Return whether the
+        websocket closed cleanly (then nothing is left to linger for)."""
         server = self._server
         channel = self._channel
         channel.request_close()  # no HTTP request follows, whatever happens
         if server.config.ws == "none":
             error_logger.info("WebSocket upgrade refused: websocket support is off (ws='none')")
             await channel.send_error(501)
-            return
+            return False
         try:
             has_body = not isinstance(channel.receive_nowait(), RequestEnd)
             request = check_handshake(head, has_body)
@@ -470,10 +471,10 @@ class HTTP11Connection:
                 "Bad websocket handshake from %s: %s", self._base_scope["client"], exc
             )
             await channel.send_error(exc.status_hint, exc.headers)
-            return
+            return False
         if not server.admit_request():
             await channel.send_error(503)
-            return
+            return False
         scope = build_websocket_scope(
             head,
             self._base_scope,
@@ -497,6 +498,7 @@ class HTTP11Connection:
         finally:
             self._websocket = None
             server.request_done()
+        return session.closed_cleanly
 
     async def _drain_body(self) -> bool:
         """Read and discard the rest of a request body the app did not read."""

@@ -363,6 +363,18 @@ class WebSocketSession:
         self._shutting_down = True
         self._transport.wake()
 
+    @property
+    def closed_cleanly(self) -> bool:
+        """The close handshake completed: both close frames went, and everything
+        the peer sent before its own was read. The server may close the TCP
+        connection at once (RFC 6455 7.1.1: the server closes first)."""
+        frames = self._frames
+        return (
+            frames is not None
+            and frames.sent_close is not None
+            and frames.received_close is not None
+        )
+
     async def run(self) -> None:
         """Run the app for this websocket, then end the websocket properly."""
         try:
