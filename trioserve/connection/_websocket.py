@@ -45,8 +45,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Ping, Pong
 
 from .._app_call import Outcome, call_app, only_disconnects
 from .._errors import ClientDisconnected, LocalProtocolError
@@ -60,6 +60,7 @@ from ..protocol._asgi_ws import (
     check_send,
 )
 from ..protocol._websocket import WebSocketRequest, accept_head, negotiate_deflate
+from ..protocol._websocket_frames import NEED_DATA, WebSocketProtocol
 
 if TYPE_CHECKING:
     from wsproto.extensions import Extension
@@ -75,10 +76,9 @@ error_logger = logging.getLogger("trioserve.error")
 
 #: The keeper task's name, a constant (as the reader's).
 KEEPER_TASK_NAME = "trioserve.connection.websocket"
-#: Bytes given to wsproto at a time while permessage-deflate is on: its
-#: decompression has no bound of its own, and a small input bounds what one step
-#: can inflate to.
-DEFLATE_SLICE = 4096
+#: Queued frames are written once there are this many, or this many bytes.
+FLUSH_FRAMES = 16
+FLUSH_BYTES = 16 * 1024
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -88,7 +88,13 @@ INTERNAL_ERROR = 1011
 
 
 class FrameIO:
-    """The frames of one accepted websocket, over wsproto and the transport.
+    """The frames of one accepted websocket, over the transport.
+
+    Received frames become events of the sans-IO :class:`WebSocketProtocol`,
+    handled in order by :meth:`process`. Frames to send are queued and written
+    together: before whoever sends or processes next waits for anything
+    (:meth:`flush`), and as soon as 16 frames or 16 KiB are queued, which is also
+    where a sending app yields to other tasks. A close frame is written at once.
 
     Attributes:
       ready: a whole message received and not taken yet (``str`` or ``bytes``).
@@ -111,14 +117,12 @@ class FrameIO:
         close_timeout: float,
     ) -> None:
         self._transport = transport
-        self._ws = Connection(ConnectionType.SERVER, extensions)
-        self._slice = DEFLATE_SLICE if extensions else 0
-        self._input = buffered
-        self._parsed_all = True
-        self._eof_fed = False
-        self._max_size = max_message_size
-        self._parts: list[Any] = []
-        self._size = 0
+        self._proto = WebSocketProtocol(extensions, max_message_size)
+        self._proto.receive_data(buffered)
+        self._stalled = not buffered  # the protocol needs bytes it does not have
+        self._eof_given = False
+        self._queue: list[bytes] = []
+        self._queued = 0
         self._close_timeout = close_timeout
         self._ping_payload = b""
         self.close_deadline = math.inf
@@ -139,95 +143,75 @@ class FrameIO:
         """Our last ping has not been answered yet."""
         return bool(self._ping_payload)
 
+    @property
+    def queued(self) -> bool:
+        """Frames wait to be written (see :meth:`flush`)."""
+        return bool(self._queue)
+
     def has_input(self) -> bool:
-        """Something received may still hold events: bytes not parsed yet, here or
-        in the transport, or the peer's close not yet looked at."""
+        """Something received may still hold events: bytes the protocol has not
+        looked at, here or in the transport, or the peer's close."""
         transport = self._transport
         return bool(
-            not self._parsed_all
-            or self._input
+            not self._stalled
             or transport.buffered
-            or (transport.peer_closed and not self._eof_fed)
+            or (transport.peer_closed and not self._eof_given)
         )
 
     # -- receiving -----------------------------------------------------------------
 
     async def process(self) -> None:
-        """Process what was received, in order, until a message is ready, the
-        websocket is over, or nothing is left to process."""
+        """Handle what was received, in order, until a message is ready, the
+        websocket is over, or nothing is left."""
+        proto = self._proto
+        transport = self._transport
         while self.ready is None and self.close_code is None:
-            if not self._parsed_all:
-                await self._handle_events()
-            elif self._input or self._transport.buffered:
-                data = self._input or self._transport.take_data()
-                if self._slice and len(data) > self._slice:
-                    data, self._input = data[: self._slice], data[self._slice :]
+            event = proto.next_event()
+            if event is NEED_DATA:
+                data = transport.take_data()
+                if data:
+                    proto.receive_data(data)
+                elif transport.peer_closed and not self._eof_given:
+                    self._eof_given = True
+                    proto.receive_data(None)
                 else:
-                    self._input = b""
-                self._ws.receive_data(data)
-                self._parsed_all = False
-            elif self._transport.peer_closed and not self._eof_fed:
-                self._eof_fed = True
-                self._ws.receive_data(None)  # wsproto: the connection was lost (1006)
-                self._parsed_all = False
-            else:
-                return
-
-    async def _handle_events(self) -> None:
-        ws = self._ws
-        for event in ws.events():
+                    self._stalled = True
+                    return
+                continue
             kind = type(event)
-            if kind is TextMessage or kind is BytesMessage:
-                assert isinstance(event, (TextMessage, BytesMessage))
-                if ws.state is not ConnectionState.OPEN:
-                    continue  # after our close, what the peer still sends is dropped
-                data = event.data
-                self._size += _byte_size(data)
-                if self._size > self._max_size:
-                    await self._fail(MESSAGE_TOO_BIG, "Message too big")
-                    return
-                self._parts.append(data)
-                if event.message_finished:
-                    self._message_done()
-                    return
+            if kind is str or kind is bytes:
+                self.ready = event  # type: ignore[assignment]
+                self.messages_in += 1
+                self.bytes_in += _byte_size(event)  # type: ignore[arg-type]
             elif kind is Ping:
                 assert isinstance(event, Ping)
-                if ws.state is ConnectionState.OPEN:
-                    await self._write(ws.send(event.response()))
+                if proto.state is ConnectionState.OPEN:
+                    self._queue_frame(proto.send(event.response()))
             elif kind is Pong:
                 assert isinstance(event, Pong)
                 if event.payload == self._ping_payload:
                     self._ping_payload = b""
             else:
                 assert isinstance(event, CloseConnection)
-                if ws.state is ConnectionState.OPEN:
-                    # wsproto found a protocol error: fail with its code.
-                    await self._fail(int(event.code), event.reason or "")
-                    return
-                if not (self._eof_fed and event.code == ABNORMAL_CLOSURE):
-                    # A close frame (not the lost connection, which wsproto
-                    # reports as 1006, a code no frame may carry).
-                    self.received_close = int(event.code)
-                if ws.state is ConnectionState.REMOTE_CLOSING:
-                    # The peer closes: answer with its code (RFC 6455 5.5.1).
-                    self.sent_close = int(event.code)
-                    await self._write(ws.send(event.response()), shield=True)
-                self._end(int(event.code), event.reason or "")
-                return
-            if self.close_code is not None:
-                return
-        self._parsed_all = True
+                await self._closed_by_peer(event)
+        self._stalled = False
 
-    def _message_done(self) -> None:
-        parts = self._parts
-        if isinstance(parts[0], str):
-            self.ready = parts[0] if len(parts) == 1 else "".join(parts)
-        else:
-            self.ready = b"".join(parts)  # wsproto gives bytearrays; ASGI wants bytes
-        self.messages_in += 1
-        self.bytes_in += self._size
-        self._parts = []
-        self._size = 0
+    async def _closed_by_peer(self, event: CloseConnection) -> None:
+        code = int(event.code)
+        state = self._proto.state
+        if state is ConnectionState.OPEN:
+            # A protocol error (or a message over the limit): fail with its code.
+            await self._fail(code, event.reason or "")
+            return
+        if not (self._eof_given and code == ABNORMAL_CLOSURE):
+            # A close frame (not the lost connection, which is reported as 1006,
+            # a code no frame may carry).
+            self.received_close = code
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer closes: answer with its code (RFC 6455 5.5.1).
+            self.sent_close = code
+            await self._write_close(self._proto.send(event.response()))
+        self._end(code, event.reason or "")
 
     def take(self) -> str | bytes | None:
         """Take the message that is ready, if any."""
@@ -237,32 +221,56 @@ class FrameIO:
     # -- sending -------------------------------------------------------------------
 
     async def send_message(self, data: str | bytes) -> None:
-        """Send a whole message.
+        """Queue a whole message (see the class docstring on when it is written).
 
         Raises:
           ClientDisconnected: the websocket is over, or closing.
         """
-        if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
+        if self.close_code is not None or self._proto.state is not ConnectionState.OPEN:
             raise ClientDisconnected("The websocket is closed")
-        frame = self._ws.send(TextMessage(data) if isinstance(data, str) else BytesMessage(data))
         self.messages_out += 1
         self.bytes_out += _byte_size(data)
-        await self._write(frame)
+        self._queue_frame(self._proto.send_message(data))
+        if len(self._queue) >= FLUSH_FRAMES or self._queued >= FLUSH_BYTES:
+            await self.flush()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _queue_frame(self, frame: bytes) -> None:
+        self._queue.append(frame)
+        self._queued += len(frame)
+
+    async def flush(self) -> None:
+        """Write the queued frames.
+
+        Raises:
+          ClientDisconnected: the peer is gone, or did not read in time.
+        """
+        queue = self._queue
+        if not queue:
+            return
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        self._queue = []
+        self._queued = 0
+        try:
+            await self._transport.write(data)
+        except ClientDisconnected:
+            self._end(ABNORMAL_CLOSURE, "")
+            raise
 
     async def send_ping(self) -> None:
         """Send a ping; :attr:`awaiting_pong` is true until its pong arrives."""
-        if self._ws.state is ConnectionState.OPEN:
+        if self._proto.state is ConnectionState.OPEN:
             self._ping_payload = os.urandom(4)
-            await self._write(self._ws.send(Ping(self._ping_payload)))
+            self._queue_frame(self._proto.send(Ping(self._ping_payload)))
+            with contextlib.suppress(ClientDisconnected):
+                await self.flush()
 
     async def close(self, code: int, reason: str = "") -> None:
         """Begin the close handshake with ``code``, unless it has begun."""
-        if self._ws.state is ConnectionState.OPEN:
+        if self._proto.state is ConnectionState.OPEN:
             self.close_deadline = trio.current_time() + self._close_timeout
             self.sent_close = code
-            # A lost connection ends the websocket in _write: nothing more to do.
-            with contextlib.suppress(ClientDisconnected):
-                await self._write(self._ws.send(CloseConnection(code, reason)), shield=True)
+            await self._write_close(self._proto.send(CloseConnection(code, reason)))
 
     def lose(self, code: int = ABNORMAL_CLOSURE, reason: str = "") -> None:
         """Give up on the websocket (the peer did not answer in time), telling
@@ -272,31 +280,33 @@ class FrameIO:
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the websocket: our close frame with ``code``, and nothing more is
         processed (RFC 6455 7.1.7)."""
-        frame = self._ws.send(CloseConnection(code, reason))
+        frame = self._proto.send(CloseConnection(code, reason))
         self.sent_close = code
         try:
-            with contextlib.suppress(ClientDisconnected):
-                await self._transport.write(frame, shield=True)
+            await self._write_close(frame)
         finally:
             # Only now: the app, told that it is over, may return, and the
             # keeper that may be writing this is cancelled then.
             self._end(code, reason)
 
-    async def _write(self, data: bytes, *, shield: bool = False) -> None:
-        """Write frames; a close frame is shielded, so that it goes out whole
-        whatever happens to the task writing it."""
+    async def _write_close(self, frame: bytes) -> None:
+        """Write what is queued and a close frame, shielded, so that it goes out
+        whole whatever happens to the task writing it; a lost connection ends
+        the websocket."""
+        self._queue_frame(frame)
+        data = b"".join(self._queue)
+        self._queue = []
+        self._queued = 0
         try:
-            await self._transport.write(data, shield=shield)
+            await self._transport.write(data, shield=True)
         except ClientDisconnected:
             self._end(ABNORMAL_CLOSURE, "")
-            raise
 
     def _end(self, code: int, reason: str) -> None:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
         self.ready = None
-        self._parts = []
 
 
 def _byte_size(data: str | bytes | bytearray) -> int:
@@ -411,6 +421,7 @@ class WebSocketSession:
         frames = self._frames
         if frames is None or frames.closed:
             return
+        # What the app queued goes out first, then the close frame.
         await frames.close(INTERNAL_ERROR if self._failed else NORMAL_CLOSURE)
         # The close handshake: the peer's close frame, within the deadline.
         with trio.move_on_at(frames.close_deadline):
@@ -454,6 +465,9 @@ class WebSocketSession:
                     )
                 if not self._processing and frames.has_input():
                     await self._process(frames)
+                elif frames.queued:
+                    with contextlib.suppress(ClientDisconnected):
+                        await frames.flush()  # ends the websocket if the peer is gone
                 else:
                     await self._transport.wait_received()
         finally:
@@ -463,13 +477,16 @@ class WebSocketSession:
     def _disconnect(code: int, reason: str) -> Message:
         return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
-    async def _process(self, frames: FrameIO) -> None:
+    async def _process(self, frames: FrameIO, *, wake: bool = False) -> None:
+        """Process as the one processor; ``wake``: tell the tasks waiting (for
+        this to finish) when it is done."""
         self._processing = True
         try:
             await frames.process()
         finally:
             self._processing = False
-            self._transport.wake()
+            if wake:
+                self._transport.wake()
 
     # -- send ----------------------------------------------------------------------
 
@@ -483,8 +500,13 @@ class WebSocketSession:
         if kind == "websocket.send":
             data = check_send(message, state)
             self._held = False
-            assert self._frames is not None
-            await self._frames.send_message(data)
+            frames = self._frames
+            assert frames is not None
+            if not frames.queued:
+                # The keeper writes what the app queued if the app waits for
+                # something else before it writes it itself.
+                self._transport.wake()
+            await frames.send_message(data)
         elif kind == "websocket.accept":
             subprotocol, headers = check_accept(message, state)
             await self._accept(subprotocol, headers)
@@ -568,7 +590,11 @@ class WebSocketSession:
                     await frames.close(GOING_AWAY)
                 idle = not (self._receiving or self._processing or self._held or frames.ready)
                 if idle and frames.has_input():
-                    await self._process(frames)
+                    await self._process(frames, wake=True)
+                    continue
+                if frames.queued:
+                    with contextlib.suppress(ClientDisconnected):
+                        await frames.flush()  # ends the websocket if the peer is gone
                     continue
                 now = trio.current_time()
                 if pong_deadline <= now:
