@@ -17,11 +17,13 @@ from typing import Any
 
 import trio
 import trio.lowlevel
+import trio.testing
 from _h11count import counting_h11
 
 from trioserve import Config
 from trioserve._listeners import CONNECTION_TASK_NAME
 from trioserve.connection._http11 import READER_TASK_NAME
+from trioserve.connection._websocket import KEEPER_TASK_NAME
 from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 REQUESTS = 50
@@ -141,3 +143,71 @@ async def test_a_request_the_fast_path_declines_is_parsed_by_h11() -> None:
                 assert response.status == 200
         await connection.aclose()
     assert made[0] == 3
+
+
+# A websocket echo: a batch of 16 messages arrives in one read; the app receives
+# and echoes each. On a plain socket:
+# - the reader wakes with the batch (1);
+# - the connection task, where the app waits in receive(), wakes (1), takes all 16
+#   messages from the buffer without waiting, queues the 16 echoes, writes them in
+#   one write when the batch is done, and parks again;
+# - the keeper wakes when the first echo is queued, finds the queue written, and
+#   parks again (1).
+# A task switch per message (a keeper that processes, a write per echo that
+# yields) adds at least 16 steps.
+WEBSOCKET_STEPS_PER_BATCH = 3
+BATCHES = 20
+
+
+async def websocket_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message["text"]})
+
+
+class WebSocketStepCounter(StepCounter):
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name in (CONNECTION_TASK_NAME, READER_TASK_NAME, KEEPER_TASK_NAME):
+            self.steps += 1
+
+
+def masked_text(text: bytes) -> bytes:
+    key = b"\x01\x02\x03\x04"
+    return bytes((0x81, 0x80 | len(text))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(text))
+
+
+async def test_a_batch_of_websocket_echoes_costs_a_fixed_number_of_server_task_steps() -> None:
+    config = Config(lifespan="off", websocket_ping_interval=None)
+    async with open_test_server(websocket_echo, config) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        connection = TestConnection(stream)
+        ws = await connection.websocket("/")
+        batch = b"".join(masked_text(b"message %02d" % n) for n in range(16))
+        expected = b"".join(b"\x81\x0a" + b"message %02d" % n for n in range(16))
+
+        async def echo_batch() -> None:
+            await ws.send_raw(batch)
+            received = b""
+            while len(received) < len(expected):
+                received += await stream.receive_some()
+            assert received == expected
+            # The keeper's step may come after the echoes are out: count it
+            # with the batch it belongs to.
+            await trio.testing.wait_all_tasks_blocked()
+
+        await echo_batch()  # warm-up
+        counter = WebSocketStepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for _ in range(BATCHES):
+                await echo_batch()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        await connection.aclose()
+    assert counter.steps / BATCHES == WEBSOCKET_STEPS_PER_BATCH

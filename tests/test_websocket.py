@@ -717,3 +717,66 @@ async def test_after_a_clean_close_handshake_the_server_closes_at_once(
         start = trio.current_time()
         assert await conn.receive_until_closed() == b""
     assert trio.current_time() == start  # shutdown found nothing left to wait for
+
+
+async def test_a_peer_that_stops_reading_is_dropped_at_the_write_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcome: list[BaseException] = []
+    dropped = trio.Event()
+    sent = [0]
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 4096})
+                sent[0] += 1
+        except ClientDisconnected as exc:
+            outcome.append(exc)
+            dropped.set()
+
+    async with open_test_client(app, config(write_timeout=7.0)) as client:
+        conn = await client.connect(lockstep=True)
+        await conn.websocket("/")
+        start = trio.current_time()
+        with trio.fail_after(60):
+            await dropped.wait()  # the client reads nothing
+        assert trio.current_time() - start == pytest.approx(7.0, abs=1.0)
+        await conn.aclose()
+    # What the server holds for a peer that does not read is bounded (the queue
+    # and one write), not what the app tried to send.
+    assert sent[0] < 64
+
+
+async def test_shutdown_cancels_an_app_that_does_not_return_at_graceful_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await trio.sleep_forever()  # neither receives nor sends
+        finally:
+            cancelled.set()
+
+    closed: list[int] = []
+    async with trio.open_nursery() as nursery:
+        async with open_test_client(app, config(graceful_timeout=5.0)) as client:
+            conn = await client.connect()
+            ws = await conn.websocket("/")
+
+            async def client_side() -> None:
+                with pytest.raises(WebSocketClosed) as info:
+                    await ws.receive()
+                closed.append(info.value.code)
+
+            nursery.start_soon(client_side)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+        assert trio.current_time() - start == pytest.approx(5.0)
+    assert cancelled.is_set()
+    assert closed == [1001]

@@ -76,8 +76,9 @@ error_logger = logging.getLogger("trioserve.error")
 
 #: The keeper task's name, a constant (as the reader's).
 KEEPER_TASK_NAME = "trioserve.connection.websocket"
-#: Queued frames are written once there are this many, or this many bytes.
-FLUSH_FRAMES = 16
+#: Queued frames are written once there are this many, or this many bytes, and
+#: the sending task then yields to others.
+FLUSH_FRAMES = 32
 FLUSH_BYTES = 16 * 1024
 
 NORMAL_CLOSURE = 1000
@@ -93,7 +94,7 @@ class FrameIO:
     Received frames become events of the sans-IO :class:`WebSocketProtocol`,
     handled in order by :meth:`process`. Frames to send are queued and written
     together: before whoever sends or processes next waits for anything
-    (:meth:`flush`), and as soon as 16 frames or 16 KiB are queued, which is also
+    (:meth:`flush`), and as soon as 32 frames or 16 KiB are queued, which is also
     where a sending app yields to other tasks. A close frame is written at once.
 
     Attributes:
@@ -107,6 +108,27 @@ class FrameIO:
           (``None`` where none went), for the access log.
       messages_in, bytes_in, messages_out, bytes_out: counts for the access log.
     """
+
+    __slots__ = (
+        "_close_timeout",
+        "_eof_given",
+        "_ping_payload",
+        "_proto",
+        "_queue",
+        "_queued",
+        "_stalled",
+        "_transport",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "close_deadline",
+        "close_reason",
+        "messages_in",
+        "messages_out",
+        "ready",
+        "received_close",
+        "sent_close",
+    )
 
     def __init__(
         self,
@@ -329,6 +351,31 @@ class WebSocketSession:
       nursery: the connection's nursery, where the keeper task runs.
     """
 
+    __slots__ = (
+        "_buffered",
+        "_channel",
+        "_config",
+        "_connect_delivered",
+        "_denial",
+        "_failed",
+        "_frames",
+        "_held",
+        "_keeper_stopped",
+        "_keeper_wait",
+        "_nursery",
+        "_peer_gone",
+        "_processing",
+        "_receiving",
+        "_request",
+        "_server",
+        "_shutting_down",
+        "_start",
+        "_state",
+        "_status",
+        "_transport",
+        "scope",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -349,7 +396,10 @@ class WebSocketSession:
         self._nursery = nursery
         self._state = SessionState.CONNECTING
         self._frames: FrameIO | None = None
-        self._keeper = trio.CancelScope()
+        # The keeper's wait, the only place where it may be cancelled: never in
+        # the middle of processing or of a write.
+        self._keeper_wait: trio.CancelScope | None = None
+        self._keeper_stopped = False
         self._connect_delivered = False
         self._receiving = False
         self._processing = False
@@ -367,11 +417,13 @@ class WebSocketSession:
         """The peer closed the connection (called from the reader)."""
         self._peer_gone = True
         self._transport.wake()
+        self._wake_keeper()
 
     def shutdown_nowait(self) -> None:
         """The server shuts down: close with 1001 (going away), once accepted."""
         self._shutting_down = True
         self._transport.wake()
+        self._wake_keeper()
 
     @property
     def closed_cleanly(self) -> bool:
@@ -392,7 +444,7 @@ class WebSocketSession:
                 self._server.app, self.scope, self.receive, self.send, self._app_failed
             )
         finally:
-            self._keeper.cancel()
+            self._stop_keeper()
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         await self._finish()
@@ -426,8 +478,8 @@ class WebSocketSession:
         # The close handshake: the peer's close frame, within the deadline.
         with trio.move_on_at(frames.close_deadline):
             while not frames.closed:
-                if frames.has_input():
-                    await frames.process()
+                if not self._processing and frames.has_input():
+                    await self._process(frames)
                     frames.take()
                 else:
                     await self._transport.wait_received()
@@ -505,7 +557,7 @@ class WebSocketSession:
             if not frames.queued:
                 # The keeper writes what the app queued if the app waits for
                 # something else before it writes it itself.
-                self._transport.wake()
+                self._wake_keeper()
             await frames.send_message(data)
         elif kind == "websocket.accept":
             subprotocol, headers = check_accept(message, state)
@@ -574,45 +626,63 @@ class WebSocketSession:
 
     # -- the keeper ----------------------------------------------------------------
 
+    def _stop_keeper(self) -> None:
+        """End the keeper: at once if it waits, else when its work is done."""
+        self._keeper_stopped = True
+        self._wake_keeper()
+
+    def _wake_keeper(self) -> None:
+        """Make the keeper look again, if it waits."""
+        if self._keeper_wait is not None:
+            self._keeper_wait.cancel()
+
     async def _keep(self) -> None:
-        """Process frames while the app does not, answer for it, and check that
-        the peer is alive; ends with the websocket."""
+        """Process frames while the app does not, write what it queued and left,
+        and check that the peer is alive; ends with the websocket."""
         frames = self._frames
         assert frames is not None
         config = self._config
         interval = config.websocket_ping_interval
-        with self._keeper:
-            next_ping = trio.current_time() + interval
-            pong_deadline = math.inf
-            while not frames.closed:
-                if self._shutting_down:
-                    self._shutting_down = False
-                    await frames.close(GOING_AWAY)
-                idle = not (self._receiving or self._processing or self._held or frames.ready)
-                if idle and frames.has_input():
-                    await self._process(frames, wake=True)
-                    continue
-                if frames.queued:
-                    with contextlib.suppress(ClientDisconnected):
-                        await frames.flush()  # ends the websocket if the peer is gone
-                    continue
-                now = trio.current_time()
-                if pong_deadline <= now:
-                    if frames.awaiting_pong:
-                        await frames.close(INTERNAL_ERROR, "keepalive ping timeout")
-                        frames.lose(INTERNAL_ERROR, "keepalive ping timeout")
-                        break
-                    pong_deadline = math.inf
-                if frames.close_deadline <= now:
-                    frames.lose()
+        next_ping = trio.current_time() + interval
+        pong_deadline = math.inf
+        while not (frames.closed or self._keeper_stopped):
+            if self._shutting_down:
+                self._shutting_down = False
+                await frames.close(GOING_AWAY)
+                continue
+            idle = not (self._receiving or self._processing or self._held or frames.ready)
+            if idle and frames.has_input():
+                await self._process(frames, wake=True)
+                continue
+            if frames.queued:
+                with contextlib.suppress(ClientDisconnected):
+                    await frames.flush()  # ends the websocket if the peer is gone
+                continue
+            now = trio.current_time()
+            if pong_deadline <= now:
+                if frames.awaiting_pong:
+                    await frames.close(INTERNAL_ERROR, "keepalive ping timeout")
+                    frames.lose(INTERNAL_ERROR, "keepalive ping timeout")
                     break
-                if next_ping <= now and not self._held and not frames.awaiting_pong:
-                    await frames.send_ping()
-                    next_ping = now + interval
-                    pong_deadline = now + config.websocket_ping_timeout
-                deadline = min(next_ping, pong_deadline, frames.close_deadline)
-                with trio.move_on_at(deadline):
+                pong_deadline = math.inf
+            if frames.close_deadline <= now:
+                frames.lose()
+                break
+            if next_ping <= now and not self._held and not frames.awaiting_pong:
+                await frames.send_ping()
+                next_ping = now + interval
+                pong_deadline = now + config.websocket_ping_timeout
+                continue
+            # Received bytes concern the keeper only while it may process them;
+            # otherwise it sleeps until its next deadline or _wake_keeper().
+            with trio.CancelScope(
+                deadline=min(next_ping, pong_deadline, frames.close_deadline)
+            ) as self._keeper_wait:
+                if idle:
                     await self._transport.wait_received()
+                else:
+                    await trio.sleep_forever()
+            self._keeper_wait = None
         self._transport.wake()  # an app waiting in receive() hears that it is over
 
     # -- the access log ------------------------------------------------------------

@@ -57,6 +57,7 @@ NEED_DATA = _Need.NEED_DATA
 
 WebSocketEvent = str | bytes | Ping | Pong | CloseConnection | _Need
 
+_OPEN = ConnectionState.OPEN
 _UNPACK_H = struct.Struct("!H").unpack_from
 _UNPACK_Q = struct.Struct("!Q").unpack_from
 _PACK_BH = struct.Struct("!BBH").pack
@@ -91,7 +92,10 @@ class WebSocketProtocol:
     def __init__(
         self, extensions: list[Extension], max_message_size: int, *, fast_path: bool = True
     ) -> None:
-        self._ws = Connection(ConnectionType.SERVER, extensions)
+        # wsproto's connection is made when a frame first needs it: a websocket
+        # that only ever carries plain messages never does, and an idle
+        # connection's memory counts.
+        self._ws = Connection(ConnectionType.SERVER, extensions) if extensions else None
         self._limit = max_message_size
         # Frames are routed one by one only for the fast path; otherwise wsproto
         # gets everything as it comes (in slices under deflate).
@@ -108,7 +112,14 @@ class WebSocketProtocol:
     @property
     def state(self) -> ConnectionState:
         """wsproto's connection state (``OPEN``, ``LOCAL_CLOSING``, ...)."""
-        return self._ws.state
+        ws = self._ws
+        return ConnectionState.OPEN if ws is None else ws.state
+
+    def _wsproto(self) -> Connection:
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Connection(ConnectionType.SERVER)
+        return ws
 
     def receive_data(self, data: bytes | None) -> None:
         """Add bytes from the client; ``None`` means the connection was lost."""
@@ -144,7 +155,7 @@ class WebSocketProtocol:
             if not self._fast:
                 self._owed = len(buf)  # everything goes to wsproto
                 continue
-            if not self._fragmented and self._ws.state is ConnectionState.OPEN:
+            if not self._fragmented and (self._ws is None or self._ws.state is _OPEN):
                 message = self._plain_message(buf)
                 if message is not None:
                     return message
@@ -162,13 +173,15 @@ class WebSocketProtocol:
             data, self._buf = data[:size], data[size:]
         if self._owed:
             self._owed -= size
-        self._ws.receive_data(data)
-        self._events = self._ws.events()
+        ws = self._wsproto()
+        ws.receive_data(data)
+        self._events = ws.events()
 
     def _feed_eof(self) -> None:
         self._eof_fed = True
-        self._ws.receive_data(None)  # wsproto reports a lost connection as 1006
-        self._events = self._ws.events()
+        ws = self._wsproto()
+        ws.receive_data(None)  # wsproto reports a lost connection as 1006
+        self._events = ws.events()
 
     def _wsproto_event(self, event: Event) -> WebSocketEvent | None:
         """Turn one of wsproto's events into one of ours; ``None`` for a piece of
@@ -176,7 +189,7 @@ class WebSocketProtocol:
         kind = type(event)
         if kind is TextMessage or kind is BytesMessage:
             assert isinstance(event, (TextMessage, BytesMessage))
-            if self._ws.state is not ConnectionState.OPEN:
+            if self.state is not _OPEN:
                 return None  # after our close, what the peer still sends is dropped
             data = event.data
             self._size += (
@@ -285,7 +298,8 @@ class WebSocketProtocol:
     def send_message(self, data: str | bytes) -> bytes:
         """The frame of a whole message."""
         if not self._fast:
-            return self._ws.send(TextMessage(data) if isinstance(data, str) else BytesMessage(data))
+            message = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
+            return self._wsproto().send(message)
         if isinstance(data, str):
             payload = data.encode()
             opcode = 0x81
@@ -301,4 +315,4 @@ class WebSocketProtocol:
 
     def send(self, event: Ping | Pong | CloseConnection) -> bytes:
         """The frame of a control event (wsproto's)."""
-        return self._ws.send(event)
+        return self._wsproto().send(event)
