@@ -57,7 +57,9 @@ def main() -> int:
     parser.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated case globs")
     parser.add_argument("--out", help="keep kosoku's report here (default: a temp dir)")
     args = parser.parse_args()
-    kosoku = shutil.which("kosoku")
+    # Installed beside this interpreter (a venv not activated), or on PATH.
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    kosoku = shutil.which("kosoku", path=search)
     if kosoku is None:
         sys.exit("kosoku is not installed: pip install kosoku")
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="autobahn-"))
