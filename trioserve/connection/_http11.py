@@ -399,7 +399,9 @@ class HTTP11Connection:
         """The next request head, once the first bytes of it (or the EOF) are here;
         ``None`` when the connection should end quietly (a clean EOF)."""
         channel = self._channel
-        event = channel.next_event_nowait()
+        event = self._proto.next_event()  # a pipelined head is parsed already
+        if event is Signal.NEED_DATA:
+            event = channel.next_event_nowait()
         if event is Signal.NEED_DATA:
             # Only a head that has to be waited for needs the header deadline; most
             # arrive whole, and then no scope is set up at all.
@@ -509,9 +511,15 @@ class HTTP11Connection:
         try:
             # What has already arrived needs no deadline: usually it is just the end
             # of a bodiless request the app never asked for.
-            while (event := channel.receive_nowait()) is not None:
+            proto = self._proto
+            while True:
+                parsed = proto.next_event()
+                event = channel.receive_nowait() if parsed is Signal.NEED_DATA else parsed
+                if event is None:
+                    break
                 if isinstance(event, RequestEnd):
                     return True
+                assert isinstance(event, BodyChunk)
                 drained += len(event.data)
                 if drained > DRAIN_LIMIT:
                     return False

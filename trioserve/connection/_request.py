@@ -379,22 +379,21 @@ class RequestCycle:
             self._headers = headers + own  # what goes out, for the access log
         return self._status, headers, own
 
-    def _note_head(self, head: ResponseHead | None) -> None:
-        # Whatever became of the write, a head the channel took counts as sent:
-        # no error answer may follow it.
-        if head is not None and self._channel.head_sent:
-            self._head_written = True
-            self._sent_status = self._status
-
     async def _send_body(self, body: bytes, more_body: bool) -> None:
         head = self._take_head()
         try:
             await self._channel.send_response(head, body, end=not more_body)
         finally:
-            self._note_head(head)
+            # Whatever became of the write, a head the channel took counts as
+            # sent: no error answer may follow it.
+            if head is not None and self._channel.head_sent:
+                self._head_written = True
+                self._sent_status = self._status
         self._bytes_sent += len(body)
         if not more_body:
-            self._response_done()
+            self._state = ResponseState.DONE
+            if self._state_lot is not None:
+                self._state_lot.unpark_all()
 
     async def _send_path(self, path: str) -> None:
         # Opening can block (a network file system), so it goes to a thread; the
@@ -433,7 +432,9 @@ class RequestCycle:
                 head, fd, offset, count, end=not more_body
             )
         finally:
-            self._note_head(head)
+            if head is not None and self._channel.head_sent:
+                self._head_written = True
+                self._sent_status = self._status
         self._bytes_sent += sent
         if sent < count:
             # The file ended early (truncated while being sent): the framing
@@ -442,9 +443,6 @@ class RequestCycle:
                 f"The file ended after {sent} of {count} bytes; the response is incomplete"
             )
         if not more_body:
-            self._response_done()
-
-    def _response_done(self) -> None:
-        self._state = ResponseState.DONE
-        if self._state_lot is not None:
-            self._state_lot.unpark_all()
+            self._state = ResponseState.DONE
+            if self._state_lot is not None:
+                self._state_lot.unpark_all()

@@ -96,10 +96,11 @@ class HTTP11Protocol(RequestParser):
     def start_next_cycle(self) -> bool:
         """Get ready for the next request if both the request and the response are
         complete and the connection stays open; return whether it did."""
-        if not (self._response_done and self._response_keep_alive):
+        if not (self._response_done and self._response_keep_alive and self._keep_alive):
             return False
-        if not super().start_next_cycle():
+        if not self.request_complete:
             return False
+        self._next_request()
         self._response_done = self.head_sent = False
         self._continue_answered = self._continue_sent = False
         return True

@@ -229,11 +229,9 @@ class RequestParser:
         self._keep_alive = False
         return data
 
-    def start_next_cycle(self) -> bool:
-        """Get ready for the next request if the current one is complete and asked
-        for keep-alive; return whether it did. (The caller checks the response.)"""
-        if not (self._keep_alive and self.request_complete):
-            return False
+    def _next_request(self) -> None:
+        """Parse the next request from here on. The caller checks that the current
+        one is complete, asked for keep-alive, and was answered."""
         if self._stage is _H11:
             # h11 would not parse the next request before it had been shown a
             # response; what followed this one starts afresh.
@@ -244,7 +242,6 @@ class RequestParser:
         self._stage = _HEAD
         self._body_seen = 0
         self._head_request = self._asked_continue = False
-        return True
 
     # -- the fast path -------------------------------------------------------------
 
