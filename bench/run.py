@@ -68,6 +68,9 @@ class Server:
     #: Scenarios it can run; None means all. The canned server cannot parse bodies
     #: (nor upgrade to websocket); uvicorn-wsproto differs only in its websocket code.
     scenarios: frozenset[str] | None = None
+    #: The directory the server runs in (its ``python -m trioserve`` imports the
+    #: trioserve found there); None: this checkout.
+    cwd: Path | None = None
 
 
 SERVERS: dict[str, Server] = {
@@ -187,6 +190,25 @@ SERVERS: dict[str, Server] = {
         ),
     ]
 }
+
+
+def baseline_server(spec: str) -> Server:
+    """``trioserve-baseline``: the trioserve of another checkout, run like
+    ``trioserve`` but in that directory (and with its interpreter, if given)."""
+    directory, _, python = spec.partition(":")
+    trioserve = SERVERS["trioserve"]
+
+    def argv(py: str, app: str, port: int) -> list[str]:
+        return trioserve.argv(python or py, app, port)
+
+    return Server(
+        "trioserve-baseline",
+        f"trioserve of {directory}",
+        argv,
+        frozenset(SCENARIOS) - WS_SCENARIOS,
+        Path(directory).resolve(),
+    )
+
 
 # --------------------------------------------------------------------------- scenarios
 
@@ -393,7 +415,7 @@ class ServerProcess:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=server.cwd or ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -942,6 +964,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=BENCH / "results")
     parser.add_argument("--name", default="latest", help="basename of the result files")
     parser.add_argument("--keep-wrk-output", action="store_true", help="store wrk's text in JSON")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR[:PYTHON]",
+        help="also run the trioserve of another checkout (e.g. a git worktree of an "
+        "earlier commit), as server 'trioserve-baseline', with its own interpreter "
+        "if given; HTTP scenarios only",
+    )
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     parser.add_argument(
         "--render",
@@ -971,6 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     servers = [SERVERS[n] for n in _names(args.servers, SERVERS, "server")]
+    if args.baseline:
+        servers.insert(1, baseline_server(args.baseline))
     scenarios = [SCENARIOS[n] for n in _names(args.scenarios, SCENARIOS, "scenario")]
     # Servers with nothing to run (uvicorn-wsproto without a websocket scenario) are
     # neither started nor reported.
