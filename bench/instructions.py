@@ -44,52 +44,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import run  # bench/run.py, beside this script
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-HOST = "127.0.0.1"
+HOST = run.HOST
 APP = "bench.apps.hello:app"
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 HELLO = b"Hello world!"
-KEEP_ALIVE = 60  # keep-alive timeout given to the server, as in run.py
 READY_TIMEOUT = 120.0  # seconds the server may take to accept a connection under callgrind
 IO_TIMEOUT = 120.0  # seconds the client waits for any one send or receive
 STOP_TIMEOUT = 120.0  # seconds between SIGINT and SIGKILL
 MAX_LINE = 65536  # longest status or header line the client accepts
 
-# The commands of run.py's SERVERS for these two, so that the figures describe the
-# same server configurations as the wrk bench.
+
+def hello_command(server: run.Server) -> Callable[[str, int], list[str]]:
+    """``server``'s command for ``(python, port)``, serving the hello app."""
+    return lambda py, port: server.argv(py, APP, port)
+
+
+# run.py's servers that can answer hello, with the same commands, so that the
+# figures describe the same server configurations as the wrk bench.
 SERVERS: dict[str, Callable[[str, int], list[str]]] = {
-    "trioserve": lambda py, port: [
-        py,
-        "-m",
-        "trioserve",
-        APP,
-        "--bind",
-        f"{HOST}:{port}",
-        "--log-level",
-        "warning",
-        "--keep-alive-timeout",
-        str(KEEP_ALIVE),
-    ],
-    "uvicorn-h11": lambda py, port: [
-        py,
-        "-m",
-        "uvicorn",
-        APP,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--http",
-        "h11",
-        "--loop",
-        "asyncio",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--timeout-keep-alive",
-        str(KEEP_ALIVE),
-    ],
+    name: hello_command(server)
+    for name, server in run.SERVERS.items()
+    if server.scenarios is None or "hello" in server.scenarios
 }
 
 # ------------------------------------------------------------------------------ client
@@ -292,13 +271,14 @@ def tail(path: Path, lines: int = 15) -> str:
 
 def describe(args: argparse.Namespace) -> list[str]:
     """Header lines: what ran, from where, with which versions."""
+    # The server's package and where it is imported from; canned-trio is trio alone.
+    package = "trio" if args.server == "canned-trio" else args.server.split("-")[0]
     probe = (
         "import importlib, platform\n"
         "from importlib.metadata import version\n"
-        # The server's package (trioserve, uvicorn) and where it is imported from.
-        f"m = importlib.import_module({args.server.split('-')[0]!r})\n"
+        f"m = importlib.import_module({package!r})\n"
         "print(platform.python_implementation(), platform.python_version(), m.__file__)\n"
-        "for p in ['trioserve', 'trio', 'h11', 'uvicorn']:\n"
+        "for p in ['trioserve', 'trio', 'h11', 'uvicorn', 'hypercorn']:\n"
         "    try: print(p, version(p))\n"
         "    except Exception: pass\n"
     )

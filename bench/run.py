@@ -73,6 +73,28 @@ class Server:
     cwd: Path | None = None
 
 
+def uvicorn_argv(*options: str) -> Callable[[str, str, int], list[str]]:
+    """The command of a uvicorn server with ``options`` (its protocol and loop
+    choices) and the settings every server gets: no access log, warnings only and
+    the shared keep-alive timeout."""
+    return lambda py, app, port: [
+        py,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *options,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE),
+    ]
+
+
 SERVERS: dict[str, Server] = {
     s.name: s
     for s in [
@@ -95,73 +117,17 @@ SERVERS: dict[str, Server] = {
         Server(
             "uvicorn-h11",
             "uvicorn --http h11 --loop asyncio",
-            lambda py, app, port: [
-                py,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--http",
-                "h11",
-                "--loop",
-                "asyncio",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--timeout-keep-alive",
-                str(KEEP_ALIVE),
-            ],
+            uvicorn_argv("--http", "h11", "--loop", "asyncio"),
         ),
         Server(
             "uvicorn-httptools",
             "uvicorn --http httptools --loop uvloop",
-            lambda py, app, port: [
-                py,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--http",
-                "httptools",
-                "--loop",
-                "uvloop",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--timeout-keep-alive",
-                str(KEEP_ALIVE),
-            ],
+            uvicorn_argv("--http", "httptools", "--loop", "uvloop"),
         ),
         Server(
             "uvicorn-wsproto",
             "uvicorn --http h11 --loop asyncio --ws wsproto (websocket scenarios only)",
-            lambda py, app, port: [
-                py,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--http",
-                "h11",
-                "--loop",
-                "asyncio",
-                "--ws",
-                "wsproto",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--timeout-keep-alive",
-                str(KEEP_ALIVE),
-            ],
+            uvicorn_argv("--http", "h11", "--loop", "asyncio", "--ws", "wsproto"),
             WS_SCENARIOS,
         ),
         Server(
