@@ -221,11 +221,12 @@ async def test_with_websockets_off_an_upgrade_gets_501_and_the_app_never_sees_it
         (UPGRADE.replace(b"Version: 13", b"Version: 8"), 426),
         (UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), 400),
         (UPGRADE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="), 400),
+        (UPGRADE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"not base64 at all!!"), 400),
         (UPGRADE.replace(b"GET ", b"POST "), 400),
         (UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"), 400),
         (UPGRADE.replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\nabc"), 400),
     ],
-    ids=["version", "no-key", "short-key", "post", "http10", "body"],
+    ids=["version", "no-key", "short-key", "key-not-base64", "post", "http10", "body"],
 )
 async def test_a_bad_handshake_is_refused_and_the_app_never_runs(
     request_bytes: bytes, status: int
@@ -293,6 +294,22 @@ async def test_the_app_closes_with_its_code_and_reason_and_then_hears_the_discon
             await ws.receive()
         assert (info.value.code, info.value.reason) == (4001, "custom")
     assert seen == [{"type": "websocket.disconnect", "code": 4001, "reason": "custom"}]
+
+
+async def test_bytes_like_payloads_are_sent_and_a_none_close_code_means_1000() -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": bytearray(b"from a bytearray")})
+        await send({"type": "websocket.send", "bytes": memoryview(b"from a memoryview")})
+        await send({"type": "websocket.close", "code": None, "reason": None})
+
+    async with open_test_client(app, config()) as client, client.websocket("/") as ws:
+        assert await ws.receive() == b"from a bytearray"
+        assert await ws.receive() == b"from a memoryview"
+        with pytest.raises(WebSocketClosed) as info:
+            await ws.receive()
+        assert (info.value.code, info.value.reason) == (1000, "")
 
 
 async def test_a_denial_response_with_a_streamed_body() -> None:
@@ -400,6 +417,75 @@ async def test_an_app_that_returns_after_accept_closes_normally() -> None:
     assert info.value.code == 1000
 
 
+async def test_an_app_that_returns_a_value_after_accept_closes_with_1011() -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> str:
+        await receive()
+        await send({"type": "websocket.accept"})
+        return "surprise"
+
+    async with open_test_client(app, config()) as client, client.websocket("/") as ws:
+        with pytest.raises(WebSocketClosed) as info:
+            await ws.receive()
+    assert info.value.code == 1011
+
+
+async def test_a_receive_before_accept_waits_for_the_hang_up_and_then_accept_fails() -> None:
+    seen: list[Message] = []
+    failures: list[BaseException] = []
+    done = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        try:
+            seen.append(await receive())
+            seen.append(await receive())
+            await send({"type": "websocket.accept"})
+        except ClientDisconnected as exc:
+            failures.append(exc)
+        finally:
+            done.set()
+
+    async with open_test_client(app, config()) as client:
+        conn = await client.connect()
+        await conn.send_all(UPGRADE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == [{"type": "websocket.connect"}]
+        await conn.aclose()
+        with trio.fail_after(5):
+            await done.wait()
+    assert seen[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    assert isinstance(failures[0], ClientDisconnected)
+
+
+async def test_an_unfinished_denial_response_closes_the_connection() -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"par", "more_body": True})
+
+    async with open_test_client(app, config()) as client:
+        reply = await client.raw(UPGRADE)
+    assert reply.startswith(b"HTTP/1.1 403 ")
+    assert b"transfer-encoding: chunked" in reply
+    assert b"\r\n3\r\npar\r\n" in reply
+    assert not reply.endswith(b"0\r\n\r\n")  # no last chunk: the body is incomplete
+
+
+async def test_configured_headers_go_on_the_101_and_on_a_denial() -> None:
+    async def deny(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    settings = config(headers=[("x-site", "one")])
+    async with open_test_client(Recorder(), settings) as client, client.websocket("/") as ws:
+        assert (b"x-site", b"one") in ws.headers
+    async with open_test_client(deny, settings) as client:
+        with pytest.raises(WebSocketDenied) as info:
+            async with client.websocket("/"):
+                pass
+    assert info.value.response.header("x-site") == "one"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("messages", "named"),
     [
@@ -411,6 +497,29 @@ async def test_an_app_that_returns_after_accept_closes_normally() -> None:
             "exactly one",
         ),
         ([{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1005}], "'code'"),
+        ([{"type": "websocket.accept", "subprotocol": b"one"}], "'subprotocol'"),
+        ([{"type": "websocket.accept"}, {"type": "websocket.send", "text": b"x"}], "'text'"),
+        ([{"type": "websocket.accept"}, {"type": "websocket.send", "bytes": "x"}], "'bytes'"),
+        (
+            [{"type": "websocket.accept"}, {"type": "websocket.close", "reason": b"x"}],
+            "'reason'",
+        ),
+        (
+            [
+                {"type": "websocket.accept"},
+                {"type": "websocket.close"},
+                {"type": "websocket.close"},
+            ],
+            "'websocket.close'",
+        ),
+        (
+            [
+                {"type": "websocket.accept"},
+                {"type": "websocket.http.response.start", "status": 403},
+            ],
+            "'websocket.http.response.start'",
+        ),
+        ([{"type": "websocket.accept"}, {"text": "x"}], "without a 'type'"),
         ([{"type": "websocket.http.response.body", "body": b""}], "response.body"),
         ([{"type": "http.response.start", "status": 200}], "'http.response.start'"),
     ],
@@ -420,6 +529,13 @@ async def test_an_app_that_returns_after_accept_closes_normally() -> None:
         "send-nothing",
         "send-both",
         "bad-code",
+        "subprotocol-not-str",
+        "text-not-str",
+        "bytes-not-bytes",
+        "reason-not-str",
+        "close-twice",
+        "denial-after-accept",
+        "no-type",
         "body-first",
         "http",
     ],
@@ -662,6 +778,23 @@ async def test_one_access_log_line_per_websocket_session(
     )
 
 
+async def test_a_refused_websocket_logs_its_status_and_no_close_codes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.close"})
+
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    async with open_test_client(app, config(accesslog="-")) as client:
+        with pytest.raises(WebSocketDenied):
+            async with client.websocket("/chat"):
+                pass
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert len(lines) == 1
+    assert '"GET /chat HTTP/1.1" 403 - websocket close=-/- in=0/0 out=0/0 time=' in lines[0]
+
+
 async def test_a_deflate_bomb_is_closed_with_1009_without_inflating_it() -> None:
     # 64 MiB of zeros compress to about 64 KiB; the limit is 1 MiB.
     compressor = zlib.compressobj(wbits=-15)
@@ -687,6 +820,30 @@ async def test_a_deflate_bomb_is_closed_with_1009_without_inflating_it() -> None
     assert info.value.code == 1009
     # The limit plus a few small slices' worth, nowhere near the 64 MiB inside.
     assert peak < 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; client_max_window_bits=x",
+        "permessage-deflate; client_max_window_bits=99",
+        "x-webkit-deflate-frame",
+    ],
+    ids=["malformed-deflate-offer", "unusable-deflate-offer", "unknown-extension"],
+)
+async def test_an_extension_offer_the_server_cannot_take_is_declined_not_refused(
+    offer: str,
+) -> None:
+    app = Recorder()
+    headers = [("Sec-WebSocket-Extensions", offer)]
+    async with (
+        open_test_client(app, config()) as client,
+        client.websocket("/", headers=headers) as ws,
+    ):
+        assert ws.extensions == []
+        assert not any(name == b"sec-websocket-extensions" for name, _ in ws.headers)
+        await ws.send_text("plain")
+        assert await ws.receive() == "plain"
 
 
 async def test_permessage_deflate_can_be_turned_off() -> None:
