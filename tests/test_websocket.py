@@ -668,7 +668,9 @@ async def test_shutdown_closes_websockets_with_1001_and_tells_the_app() -> None:
     assert disconnects(app) == [{"type": "websocket.disconnect", "code": 1001, "reason": ""}]
 
 
-async def test_an_app_that_only_sends_still_gets_the_clients_close() -> None:
+async def test_an_app_that_only_sends_still_gets_the_clients_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     outcome: list[BaseException] = []
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
