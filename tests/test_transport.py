@@ -4,8 +4,10 @@
   for half-closeable streams, and its non-blocking sends never wait or yield.
 - :class:`Transport` reads into a bounded buffer, serves concurrent writers in
   turn without interleaving their bytes, drops a peer that stops reading after
-  the write deadline, never leaves half of a shielded write on the wire, sends
-  files with or without ``sendfile``, and lingers before closing.
+  the write deadline, never leaves half of a shielded write on the wire, breaks
+  (refuses every later write) when an unshielded write or a file send is
+  cancelled partway, sends files with or without ``sendfile``, and lingers
+  before closing.
 
 Timeouts run in virtual time (``autojump_clock``); every other wait is on bytes
 or on trio's ``wait_all_tasks_blocked``.
@@ -237,6 +239,38 @@ async def test_a_cancelled_unshielded_write_that_has_not_begun_sends_nothing() -
             await transport.write(b"never")
         await transport.write(b"after")
         assert await read_exactly(peer, 5) == b"after"
+
+
+async def test_a_write_cancelled_partway_breaks_the_transport(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Part of the bytes are on the wire: whatever came next would land inside
+    # what the peer was promised, so nothing more may be written.
+    async with transport_pair(buffer=4096) as (transport, _peer):
+        with trio.move_on_after(0.5) as scope:
+            await transport.write(b"P" * 1_000_000)  # the peer reads nothing
+        assert scope.cancelled_caught
+        assert transport.broken
+        with pytest.raises(ClientDisconnected):
+            await transport.write(b"next")
+
+
+async def test_a_file_send_cancelled_partway_breaks_the_transport(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"f" * 4_000_000)
+    async with transport_pair(buffer=4096) as (transport, _peer):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with trio.move_on_after(0.5) as scope:
+                await transport.send_file(fd, 0, 4_000_000)  # the peer reads nothing
+        finally:
+            os.close(fd)
+        assert scope.cancelled_caught
+        assert transport.broken
+        with pytest.raises(ClientDisconnected):
+            await transport.write(b"next")
 
 
 async def test_send_file_through_a_stream_without_sendfile(tmp_path: Path) -> None:

@@ -366,9 +366,12 @@ class Transport:
     async def write(self, data: bytes, *, shield: bool = False, more: bool = False) -> None:
         """Send ``data`` within the write deadline.
 
+        A write cancelled after it began leaves the stream :attr:`broken`: the
+        peer may have part of it, and nothing written after it could be framed.
+
         Args:
-          shield: the write cannot be cancelled: it goes out whole or, if
-              cancelled before it began, not at all.
+          shield: the write cannot be cancelled: it goes out whole (unless the
+              peer is gone or the deadline passes).
           more: more writes follow at once (a streamed body): yield to other tasks
               afterwards, so that a fast producer cannot starve them. (After the
               last write, the writer parks anyway.)
@@ -379,6 +382,7 @@ class Transport:
         if self.broken:
             raise ClientDisconnected("The client has disconnected")
         direct = self._direct
+        sent = 0
         if direct is not None and (self._turn is None or not self._turn.locked()):
             if not shield:
                 await trio.lowlevel.checkpoint_if_cancelled()
@@ -394,7 +398,12 @@ class Transport:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             data = memoryview(data)[sent:]  # type: ignore[assignment]
-        turn = await self._take_turn()
+        try:
+            turn = await self._take_turn(shield=shield)
+        except trio.Cancelled:
+            if sent:
+                self.broken = True  # the first part went out; the rest never will
+            raise
         try:
             with trio.CancelScope(
                 shield=shield, deadline=trio.current_time() + self._write_timeout
@@ -404,6 +413,9 @@ class Transport:
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self.broken = True
                     raise ClientDisconnected("The client has disconnected") from exc
+                except trio.Cancelled:
+                    self.broken = True  # how much went out is unknown
+                    raise
         finally:
             turn.release()
         if scope.cancelled_caught:
@@ -449,6 +461,10 @@ class Transport:
                 if not step:
                     break
                 sent += step
+        except trio.Cancelled:
+            if sent:
+                self.broken = True  # part of the file went out; the rest never will
+            raise
         finally:
             turn.release()
         return sent
@@ -465,15 +481,17 @@ class Transport:
             sent += len(chunk)
         return sent
 
-    async def _take_turn(self) -> trio.StrictFIFOLock:
-        """Wait for this task's turn to write; the caller releases it."""
+    async def _take_turn(self, *, shield: bool = False) -> trio.StrictFIFOLock:
+        """Wait for this task's turn to write (``shield``: without being
+        cancelled; the write before it has its deadline); the caller releases it."""
         turn = self._turn
         if turn is None:
             turn = self._turn = trio.StrictFIFOLock()
         try:
             turn.acquire_nowait()
         except trio.WouldBlock:
-            await turn.acquire()
+            with trio.CancelScope(shield=shield):
+                await turn.acquire()
         return turn
 
     # -- closing -------------------------------------------------------------------
