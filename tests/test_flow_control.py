@@ -130,6 +130,71 @@ async def test_send_returns_only_after_client_reads(autojump_clock: trio.abc.Clo
     assert acknowledged == [(i + 1) * len(chunk) for i in range(16)]
 
 
+async def test_a_body_send_the_app_cancels_partway_ends_the_connection(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Part of the chunk is on the wire: anything written after it would land
+    # inside it, so the response cannot be finished and the connection ends.
+    outcome: list[str] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/next":
+            await text_app(b"NEXT")(scope, receive, send)
+            return
+        await send(start(200))
+        await send(body(b"a" * 10, more=True))  # the head goes out with it, shielded
+        with trio.move_on_after(5) as cancelled:
+            await send(body(b"b" * MiB, more=True))  # the client reads none of it
+        outcome.append(f"cancelled={cancelled.cancelled_caught}")
+        try:
+            await send(body(b"END"))
+        except OSError as exc:
+            outcome.append(type(exc).__name__)
+
+    async with open_test_client(app) as client:
+        conn = await client.connect(lockstep=True)
+        await conn.send_all(GET + GET.replace(b"GET / ", b"GET /next "))
+        with trio.fail_after(60):
+            received = b""
+            while b"aaaaaaaaaa" not in received:
+                received += await conn.receive_some()
+            await trio.sleep(10)  # then it reads nothing for a while
+            received += await conn.receive_until_closed()
+        await conn.aclose()
+    assert outcome == ["cancelled=True", "ClientDisconnected"]
+    assert b"END" not in received
+    assert b"NEXT" not in received
+
+
+async def test_empty_body_chunks_in_a_loop_do_not_starve_other_connections() -> None:
+    looping = trio.Event()
+    other_served = trio.Event()
+    seen: list[bool] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/other":
+            other_served.set()
+            await text_app(b"other")(scope, receive, send)
+            return
+        await send(start(200))
+        await send(body(b"a", more=True))
+        looping.set()
+        for _ in range(1000):
+            await send(body(b"", more=True))  # every send() lets other tasks run
+        seen.append(other_served.is_set())
+        await send(body(b"done"))
+
+    async with open_test_client(app) as client:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.get, "/")
+                await looping.wait()
+                nursery.start_soon(client.get, "/other")
+    assert seen == [True]
+
+
 # -- read flow control ---------------------------------------------------------------------
 
 

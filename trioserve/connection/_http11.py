@@ -189,6 +189,10 @@ class HTTP11Channel:
                 data += proto.response_end()
             if data:
                 await self._transport.write(data, more=not end)
+            else:
+                # Nothing to write (an empty chunk): still a checkpoint, so that
+                # an app sending empty chunks in a loop cannot starve the others.
+                await trio.lowlevel.checkpoint()
             return
         status, headers, own = head
         data = proto.response_head(status, headers, close=self.closing, own=own)
@@ -495,6 +499,10 @@ class HTTP11Connection:
         self._websocket = session
         if self._transport.peer_closed:
             session.on_disconnect()
+        if server.shutting_down:
+            # The shutdown began while the request was read: the websocket
+            # closes with 1001 as soon as it is accepted, like those already open.
+            session.shutdown_nowait()
         try:
             await session.run()
         finally:
