@@ -470,6 +470,20 @@ async def test_an_unfinished_denial_response_closes_the_connection() -> None:
     assert not reply.endswith(b"0\r\n\r\n")  # no last chunk: the body is incomplete
 
 
+async def test_an_app_failure_after_the_denial_start_gives_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        raise ValueError("boom")
+
+    async with open_test_client(app, config()) as client:
+        reply = await client.raw(UPGRADE)
+    assert reply.startswith(b"HTTP/1.1 500 ")
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.ERROR] == [logging.ERROR]
+
+
 async def test_configured_headers_go_on_the_101_and_on_a_denial() -> None:
     async def deny(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await receive()
@@ -668,6 +682,33 @@ async def test_shutdown_closes_websockets_with_1001_and_tells_the_app() -> None:
     assert disconnects(app) == [{"type": "websocket.disconnect", "code": 1001, "reason": ""}]
 
 
+async def test_an_upgrade_read_while_the_shutdown_begins_is_closed_with_1001(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = Recorder()
+    received = b""
+    async with trio.open_nursery() as nursery:
+        async with open_test_client(app, config(graceful_timeout=30)) as client:
+            conn = await client.connect()
+            await conn.send_all(UPGRADE[:40])
+
+            async def client_side() -> None:
+                nonlocal received
+                await trio.sleep(1)  # the shutdown begins meanwhile
+                await conn.send_all(UPGRADE[40:])
+                while not received.endswith(b"\x88\x02\x03\xe9"):  # close, 1001
+                    received += await conn.receive_some()
+                await conn.send_all(masked(0x8, b"\x03\xe9"))
+                await conn.aclose()
+
+            nursery.start_soon(client_side)
+            await trio.testing.wait_all_tasks_blocked()
+            # Leaving open_test_client shuts the server down gracefully.
+        assert trio.current_time() < 30  # not cancelled at graceful_timeout
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert disconnects(app) == [{"type": "websocket.disconnect", "code": 1001, "reason": ""}]
+
+
 async def test_an_app_that_only_sends_still_gets_the_clients_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -688,6 +729,111 @@ async def test_an_app_that_only_sends_still_gets_the_clients_close(
         # The keeper processes the close for the app, and answers it.
         assert await ws.close(1000) == 1000
     assert len(outcome) == 1
+
+
+async def test_an_app_that_sends_but_never_receives_still_gets_the_clients_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The client's messages wait for the app, which never takes them; the
+    # close behind them is still answered, and the app's send() hears it.
+    outcome: list[BaseException] = []
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "text": "tick"})
+                await trio.sleep(0.01)
+        except ClientDisconnected as exc:
+            outcome.append(exc)
+
+    async with open_test_client(app, config()) as client, client.websocket("/") as ws:
+        await ws.send_text("subscribe")
+        await ws.send_text("anything else")
+        assert await ws.receive() == "tick"
+        with trio.fail_after(1):
+            assert await ws.close(1000) == 1000
+    assert len(outcome) == 1
+
+
+async def test_pongs_behind_messages_the_app_never_takes_keep_the_websocket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ticks = 0
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        nonlocal ticks
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            await send({"type": "websocket.send", "text": "tick"})
+            ticks += 1
+            await trio.sleep(1)
+
+    settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
+    async with open_test_client(app, settings) as client, client.websocket("/") as ws:
+        await ws.send_text("subscribe")
+        with trio.move_on_after(60):
+            while True:
+                assert await ws.receive() == "tick"  # answers the pings as they come
+        # No keepalive timeout in a minute of pings: the websocket is still open.
+        with trio.fail_after(1):
+            assert await ws.close(1000) == 1000
+    assert ticks >= 59
+
+
+async def test_a_pong_behind_a_message_the_app_is_still_handling_keeps_the_websocket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await trio.sleep(60)  # a slow handler: far past the ping timeout
+        await send({"type": "websocket.send", "text": "done with " + message["text"]})
+        await receive()
+
+    settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
+    async with open_test_client(app, settings) as client:
+        conn = await client.connect()
+        await conn.websocket("/")
+        ping = await conn.receive_some()
+        assert ping[:2] == b"\x89\x04"
+        # The request, and the pong behind it in the same write.
+        await conn.send_all(masked(0x1, b"job") + masked(0xA, ping[2:6]))
+        with trio.fail_after(120):
+            reply = await conn.receive_some()
+        assert reply == b"\x81\x0ddone with job"
+        await conn.aclose()
+
+
+async def test_an_app_that_sends_but_never_receives_still_bounds_what_it_holds() -> None:
+    release = trio.Event()
+    done = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        await send({"type": "websocket.send", "text": "one"})
+        await done.wait()
+
+    async with open_test_client(app, config()) as client:
+        conn = await client.connect(lockstep=True)
+        ws = await conn.websocket("/")
+        await ws.send_text("first")  # waits for the app, so its send() holds on
+        release.set()
+        assert await ws.receive() == "one"
+        sent = 0
+        with trio.move_on_after(1) as scope:
+            while True:
+                await ws.send_bytes(b"x" * 16384)
+                sent += 1
+        assert scope.cancelled_caught
+        assert sent * 16384 < 1024 * 1024
+        done.set()
+        await conn.aclose()
 
 
 async def test_an_app_that_does_not_receive_stops_the_reader() -> None:
@@ -907,6 +1053,41 @@ async def test_a_peer_that_stops_reading_is_dropped_at_the_write_deadline(
     # What the server holds for a peer that does not read is bounded (the queue
     # and one write), not what the app tried to send.
     assert sent[0] < 64
+
+
+async def test_a_send_the_app_cancels_partway_loses_the_websocket_instead_of_corrupting_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Part of the frame is on the wire: a frame written after it would land
+    # inside its payload, so the websocket is over and the app hears 1006.
+    outcome: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "first"})
+        await trio.sleep(1)  # meanwhile the keeper writes the first frame
+        with trio.move_on_after(5) as cancelled:
+            await send({"type": "websocket.send", "bytes": b"b" * (1024 * 1024)})
+        outcome.append(cancelled.cancelled_caught)
+        try:
+            await send({"type": "websocket.send", "text": "after"})
+        except ClientDisconnected as exc:
+            outcome.append(exc)
+        outcome.append(await receive())
+
+    async with open_test_client(app, config()) as client:
+        conn = await client.connect(lockstep=True)
+        await conn.websocket("/")
+        with trio.fail_after(60):
+            assert await conn.receive_some(7) == b"\x81\x05first"
+            await trio.sleep(10)  # then it reads nothing for a while
+            received = await conn.receive_until_closed()
+        await conn.aclose()
+    assert outcome[0] is True
+    assert isinstance(outcome[1], ClientDisconnected)
+    assert outcome[2] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    assert b"after" not in received
 
 
 async def test_shutdown_cancels_an_app_that_does_not_return_at_graceful_timeout(

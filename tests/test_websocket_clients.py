@@ -359,6 +359,35 @@ async def test_client_close_code_and_reason_reach_the_app() -> None:
     ]
 
 
+async def test_messages_queued_before_a_cancelled_send_still_arrive_in_order() -> None:
+    # A send cancelled before its write began leaves every frame queued (its own
+    # too): frames once made go out, in order, with the next write.
+    cancelled: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        with trio.CancelScope() as cancel_scope:
+            cancel_scope.cancel()
+            for i in range(40):  # the 32nd send writes the queue, and is cancelled
+                await send({"type": "websocket.send", "text": f"m{i}"})
+        cancelled.append(cancel_scope.cancelled_caught)
+        await send({"type": "websocket.send", "text": "after"})
+        await send({"type": "websocket.close"})
+
+    with trio.fail_after(10):
+        async with open_test_server(app, ws_config()) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+
+            def client() -> list[str | bytes]:
+                with connect(url, **WS_OPTIONS) as ws:
+                    return list(ws)
+
+            received = await in_thread(client)
+    assert cancelled == [True]
+    assert received == [f"m{i}" for i in range(32)] + ["after"]
+
+
 async def test_app_close_code_and_reason_reach_the_client() -> None:
     app = WsApp()
     with trio.fail_after(10):

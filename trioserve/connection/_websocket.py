@@ -8,23 +8,29 @@ request cycle, in the same nursery: the app runs inline in the connection's task
 and the transport's reader task goes on reading. Until the app accepts, the
 session is HTTP: a close is answered 403, and a denial response or an app failure
 is an HTTP response, written by the connection's HTTP/1.1 channel. Once the app
-accepts, the session writes the ``101`` itself, and :class:`FrameIO` (wsproto's
-frames, within our bounds) takes over the bytes, starting with any that arrived
-right behind the request.
+accepts, the session writes the ``101`` itself, and a
+:class:`~trioserve.connection._frame_io.FrameIO` (wsproto's frames, within our
+bounds) takes over the bytes, starting with any that arrived right behind the
+request.
 
 Frames are processed in order, and a message is handed to the app before
 anything after it is looked at. Two tasks process, never at once:
 
 - the app's ``receive()``, which processes until it has a whole message (or the
   websocket is over) and returns it;
-- the *keeper* task, which processes only while the app is not in ``receive()``,
-  no message waits for the app, and the app has acted (sent, or asked again)
-  since it was given the last one. It answers pings and the peer's close for an
-  app that only sends, and it runs the liveness pings.
+- the *keeper* task, which processes only while the app is not in ``receive()``
+  and has acted (sent, or asked again) since it was given the last message, and
+  stops at a message that waits for the app. It answers pings and the peer's
+  close for an app that is busy elsewhere, and it runs the liveness pings.
 
 So the server's reaction to a frame never overtakes the app's answer to the
-message before it, and an app that stops receiving stops the processing: what
-arrives stays in the transport's bounded buffer, and the reader stops reading.
+message before it. One exception keeps an app that sends without receiving in
+touch with its peer: once the app sends while a message waits for it, the keeper
+processes past waiting messages, holding up to ``HOLD_BYTES`` (64 KiB) of them
+for the app. Beyond that, and for an app that neither receives nor sends, processing
+stops: what arrives stays in the transport's bounded buffer, and the reader
+stops reading. The peer's pong may then be among the bytes not processed, so an
+unanswered ping fails the websocket only when nothing from the peer is waiting.
 
 A client that goes away does not cancel the app: its next ``receive()`` returns
 ``websocket.disconnect`` with the peer's close code (1006 when the connection was
@@ -39,14 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
-from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Ping, Pong
 
 from .._app_call import Outcome, call_app, only_disconnects
 from .._errors import ClientDisconnected, LocalProtocolError
@@ -60,282 +62,27 @@ from ..protocol._asgi_ws import (
     check_send,
 )
 from ..protocol._websocket import WebSocketRequest, accept_head, negotiate_deflate
-from ..protocol._websocket_frames import NEED_DATA, WebSocketProtocol
+from ._frame_io import (
+    ABNORMAL_CLOSURE,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    NORMAL_CLOSURE,
+    FrameIO,
+)
 
 if TYPE_CHECKING:
-    from wsproto.extensions import Extension
-
+    from .._logging import AccessLogger
     from .._server_state import ServerState
     from .._transport import Transport
     from .._types import Message
     from ._http11 import HTTP11Channel
 
-__all__ = ["KEEPER_TASK_NAME", "FrameIO", "WebSocketSession"]
+__all__ = ["KEEPER_TASK_NAME", "WebSocketSession"]
 
 error_logger = logging.getLogger("trioserve.error")
 
 #: The keeper task's name, a constant (as the reader's).
 KEEPER_TASK_NAME = "trioserve.connection.websocket"
-#: Queued frames are written once there are this many, or this many bytes, and
-#: the sending task then yields to others.
-FLUSH_FRAMES = 32
-FLUSH_BYTES = 16 * 1024
-
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-ABNORMAL_CLOSURE = 1006
-MESSAGE_TOO_BIG = 1009
-INTERNAL_ERROR = 1011
-
-
-class FrameIO:
-    """The frames of one accepted websocket, over the transport.
-
-    Received frames become events of the sans-IO :class:`WebSocketProtocol`,
-    handled in order by :meth:`process`. Frames to send are queued and written
-    together: before whoever sends or processes next waits for anything
-    (:meth:`flush`), and as soon as 32 frames or 16 KiB are queued, which is also
-    where a sending app yields to other tasks. A close frame is written at once.
-
-    Attributes:
-      ready: a whole message received and not taken yet (``str`` or ``bytes``).
-      close_code: once the websocket is over, the code that ended it as the app
-          hears it: the peer's, ours, or 1006 for a lost connection.
-      close_reason: the reason that came with it.
-      close_deadline: when the peer must have answered our close frame (``inf``
-          before we sent one).
-      sent_close, received_close: the codes of the close frames each way
-          (``None`` where none went), for the access log.
-      messages_in, bytes_in, messages_out, bytes_out: counts for the access log.
-    """
-
-    __slots__ = (
-        "_close_timeout",
-        "_eof_given",
-        "_ping_payload",
-        "_proto",
-        "_queue",
-        "_queued",
-        "_stalled",
-        "_transport",
-        "bytes_in",
-        "bytes_out",
-        "close_code",
-        "close_deadline",
-        "close_reason",
-        "messages_in",
-        "messages_out",
-        "ready",
-        "received_close",
-        "sent_close",
-    )
-
-    def __init__(
-        self,
-        transport: Transport,
-        extensions: list[Extension],
-        buffered: bytes,
-        max_message_size: int,
-        close_timeout: float,
-    ) -> None:
-        self._transport = transport
-        self._proto = WebSocketProtocol(extensions, max_message_size)
-        self._proto.receive_data(buffered)
-        self._stalled = not buffered  # the protocol needs bytes it does not have
-        self._eof_given = False
-        self._queue: list[bytes] = []
-        self._queued = 0
-        self._close_timeout = close_timeout
-        self._ping_payload = b""
-        self.close_deadline = math.inf
-        self.ready: str | bytes | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.sent_close: int | None = None
-        self.received_close: int | None = None
-        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
-
-    @property
-    def closed(self) -> bool:
-        """The websocket is over: closed by both sides, failed, or lost."""
-        return self.close_code is not None
-
-    @property
-    def awaiting_pong(self) -> bool:
-        """Our last ping has not been answered yet."""
-        return bool(self._ping_payload)
-
-    @property
-    def queued(self) -> bool:
-        """Frames wait to be written (see :meth:`flush`)."""
-        return bool(self._queue)
-
-    def has_input(self) -> bool:
-        """Something received may still hold events: bytes the protocol has not
-        looked at, here or in the transport, or the peer's close."""
-        transport = self._transport
-        return bool(
-            not self._stalled
-            or transport.buffered
-            or (transport.peer_closed and not self._eof_given)
-        )
-
-    # -- receiving -----------------------------------------------------------------
-
-    async def process(self) -> None:
-        """Handle what was received, in order, until a message is ready, the
-        websocket is over, or nothing is left."""
-        proto = self._proto
-        transport = self._transport
-        while self.ready is None and self.close_code is None:
-            event = proto.next_event()
-            if event is NEED_DATA:
-                data = transport.take_data()
-                if data:
-                    proto.receive_data(data)
-                elif transport.peer_closed and not self._eof_given:
-                    self._eof_given = True
-                    proto.receive_data(None)
-                else:
-                    self._stalled = True
-                    return
-                continue
-            kind = type(event)
-            if kind is str or kind is bytes:
-                self.ready = event  # type: ignore[assignment]
-                self.messages_in += 1
-                self.bytes_in += _byte_size(event)  # type: ignore[arg-type]
-            elif kind is Ping:
-                assert isinstance(event, Ping)
-                if proto.state is ConnectionState.OPEN:
-                    self._queue_frame(proto.send(event.response()))
-            elif kind is Pong:
-                assert isinstance(event, Pong)
-                if event.payload == self._ping_payload:
-                    self._ping_payload = b""
-            else:
-                assert isinstance(event, CloseConnection)
-                await self._closed_by_peer(event)
-        self._stalled = False
-
-    async def _closed_by_peer(self, event: CloseConnection) -> None:
-        code = int(event.code)
-        state = self._proto.state
-        if state is ConnectionState.OPEN:
-            # A protocol error (or a message over the limit): fail with its code.
-            await self._fail(code, event.reason or "")
-            return
-        if not (self._eof_given and code == ABNORMAL_CLOSURE):
-            # A close frame (not the lost connection, which is reported as 1006,
-            # a code no frame may carry).
-            self.received_close = code
-        if state is ConnectionState.REMOTE_CLOSING:
-            # The peer closes: answer with its code (RFC 6455 5.5.1).
-            self.sent_close = code
-            await self._write_close(self._proto.send(event.response()))
-        self._end(code, event.reason or "")
-
-    def take(self) -> str | bytes | None:
-        """Take the message that is ready, if any."""
-        message, self.ready = self.ready, None
-        return message
-
-    # -- sending -------------------------------------------------------------------
-
-    async def send_message(self, data: str | bytes) -> None:
-        """Queue a whole message (see the class docstring on when it is written).
-
-        Raises:
-          ClientDisconnected: the websocket is over, or closing.
-        """
-        if self.close_code is not None or self._proto.state is not ConnectionState.OPEN:
-            raise ClientDisconnected("The websocket is closed")
-        self.messages_out += 1
-        self.bytes_out += _byte_size(data)
-        self._queue_frame(self._proto.send_message(data))
-        if len(self._queue) >= FLUSH_FRAMES or self._queued >= FLUSH_BYTES:
-            await self.flush()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
-    def _queue_frame(self, frame: bytes) -> None:
-        self._queue.append(frame)
-        self._queued += len(frame)
-
-    async def flush(self) -> None:
-        """Write the queued frames.
-
-        Raises:
-          ClientDisconnected: the peer is gone, or did not read in time.
-        """
-        queue = self._queue
-        if not queue:
-            return
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
-        self._queue = []
-        self._queued = 0
-        try:
-            await self._transport.write(data)
-        except ClientDisconnected:
-            self._end(ABNORMAL_CLOSURE, "")
-            raise
-
-    async def send_ping(self) -> None:
-        """Send a ping; :attr:`awaiting_pong` is true until its pong arrives."""
-        if self._proto.state is ConnectionState.OPEN:
-            self._ping_payload = os.urandom(4)
-            self._queue_frame(self._proto.send(Ping(self._ping_payload)))
-            with contextlib.suppress(ClientDisconnected):
-                await self.flush()
-
-    async def close(self, code: int, reason: str = "") -> None:
-        """Begin the close handshake with ``code``, unless it has begun."""
-        if self._proto.state is ConnectionState.OPEN:
-            self.close_deadline = trio.current_time() + self._close_timeout
-            self.sent_close = code
-            await self._write_close(self._proto.send(CloseConnection(code, reason)))
-
-    def lose(self, code: int = ABNORMAL_CLOSURE, reason: str = "") -> None:
-        """Give up on the websocket (the peer did not answer in time), telling
-        the app ``code``."""
-        self._end(code, reason)
-
-    async def _fail(self, code: int, reason: str) -> None:
-        """Fail the websocket: our close frame with ``code``, and nothing more is
-        processed (RFC 6455 7.1.7)."""
-        frame = self._proto.send(CloseConnection(code, reason))
-        self.sent_close = code
-        try:
-            await self._write_close(frame)
-        finally:
-            # Only now: the app, told that it is over, may return, and the
-            # keeper that may be writing this is cancelled then.
-            self._end(code, reason)
-
-    async def _write_close(self, frame: bytes) -> None:
-        """Write what is queued and a close frame, shielded, so that it goes out
-        whole whatever happens to the task writing it; a lost connection ends
-        the websocket."""
-        self._queue_frame(frame)
-        data = b"".join(self._queue)
-        self._queue = []
-        self._queued = 0
-        try:
-            await self._transport.write(data, shield=True)
-        except ClientDisconnected:
-            self._end(ABNORMAL_CLOSURE, "")
-
-    def _end(self, code: int, reason: str) -> None:
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        self.ready = None
-
-
-def _byte_size(data: str | bytes | bytearray) -> int:
-    """The size of a message's payload in bytes (text as UTF-8)."""
-    if isinstance(data, str) and not data.isascii():
-        return len(data.encode())
-    return len(data)
 
 
 class WebSocketSession:
@@ -365,6 +112,7 @@ class WebSocketSession:
         "_nursery",
         "_peer_gone",
         "_processing",
+        "_pushing",
         "_receiving",
         "_request",
         "_server",
@@ -403,7 +151,10 @@ class WebSocketSession:
         self._connect_delivered = False
         self._receiving = False
         self._processing = False
+        # The app took a message and has not acted since.
         self._held = False
+        # The app sent while a message waited for it (and has not received since).
+        self._pushing = False
         self._peer_gone = False
         self._shutting_down = False
         self._failed = False
@@ -430,12 +181,7 @@ class WebSocketSession:
         """The close handshake completed: both close frames went, and everything
         the peer sent before its own was read. The server may close the TCP
         connection at once (RFC 6455 7.1.1: the server closes first)."""
-        frames = self._frames
-        return (
-            frames is not None
-            and frames.sent_close is not None
-            and frames.received_close is not None
-        )
+        return self._frames is not None and self._frames.closed_cleanly
 
     async def run(self) -> None:
         """Run the app for this websocket, then end the websocket properly."""
@@ -448,7 +194,10 @@ class WebSocketSession:
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         await self._finish()
-        self._log_access()
+        access_log = self._server.access_log
+        if access_log is not None:
+            duration = time.perf_counter() - self._start
+            _log_session(access_log, self.scope, self._status, self._frames, duration)
 
     def _app_failed(self, exc: BaseException) -> None:
         frames = self._frames
@@ -469,7 +218,15 @@ class WebSocketSession:
                 )
             await self._http_error(500)
         elif state is SessionState.RESPONDING:
-            self._channel.request_close()  # the denial response is incomplete
+            if self._denial is not None:
+                # The denial's head waits for its body: nothing went out yet.
+                if not self._failed:
+                    error_logger.error(
+                        "ASGI callable returned without completing the denial response"
+                    )
+                await self._http_error(500)
+            else:
+                self._channel.request_close()  # the denial response is incomplete
         frames = self._frames
         if frames is None or frames.closed:
             return
@@ -480,7 +237,8 @@ class WebSocketSession:
             while not frames.closed:
                 if not self._processing and frames.has_input():
                     await self._process(frames)
-                    frames.take()
+                    while frames.take() is not None:
+                        pass  # the app has returned: nobody will take it
                 else:
                     await self._transport.wait_received()
         if not frames.closed:
@@ -507,6 +265,7 @@ class WebSocketSession:
                 message = frames.take()
                 if message is not None:
                     self._held = True
+                    self._pushing = False
                     if isinstance(message, str):
                         return {"type": "websocket.receive", "text": message}
                     return {"type": "websocket.receive", "bytes": message}
@@ -529,12 +288,12 @@ class WebSocketSession:
     def _disconnect(code: int, reason: str) -> Message:
         return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
-    async def _process(self, frames: FrameIO, *, wake: bool = False) -> None:
-        """Process as the one processor; ``wake``: tell the tasks waiting (for
-        this to finish) when it is done."""
+    async def _process(self, frames: FrameIO, *, hold: bool = False, wake: bool = False) -> None:
+        """Process as the one processor (see :meth:`FrameIO.process` on ``hold``);
+        ``wake``: tell the tasks waiting (for this to finish) when it is done."""
         self._processing = True
         try:
-            await frames.process()
+            await frames.process(hold=hold)
         finally:
             self._processing = False
             if wake:
@@ -554,6 +313,8 @@ class WebSocketSession:
             self._held = False
             frames = self._frames
             assert frames is not None
+            if frames.ready:
+                self._pushing = True
             if not frames.queued:
                 # The keeper writes what the app queued if the app waits for
                 # something else before it writes it itself.
@@ -592,13 +353,7 @@ class WebSocketSession:
         head = accept_head(self._request, subprotocol, agreed, headers, server.own_headers(headers))
         self._state = SessionState.CONNECTED
         self._status = 101
-        self._frames = FrameIO(
-            self._transport,
-            extensions,
-            self._buffered,
-            config.websocket_max_message_size,
-            config.websocket_close_timeout,
-        )
+        self._frames = FrameIO(self._transport, extensions, self._buffered, config)
         self._buffered = b""
         await self._transport.write(head, shield=True)
         self._nursery.start_soon(self._keep, name=KEEPER_TASK_NAME)
@@ -641,43 +396,32 @@ class WebSocketSession:
         and check that the peer is alive; ends with the websocket."""
         frames = self._frames
         assert frames is not None
-        config = self._config
-        interval = config.websocket_ping_interval
-        next_ping = trio.current_time() + interval
-        pong_deadline = math.inf
         while not (frames.closed or self._keeper_stopped):
             if self._shutting_down:
                 self._shutting_down = False
                 await frames.close(GOING_AWAY)
                 continue
-            idle = not (self._receiving or self._processing or self._held or frames.ready)
+            # After our close frame the app can no longer answer, so it holds
+            # nothing up; while it sends without receiving, it does not take.
+            closing = frames.sent_close is not None
+            idle = (
+                not (self._receiving or self._processing)
+                and (closing or not self._held)
+                and (frames.can_hold if closing or self._pushing else not frames.ready)
+            )
             if idle and frames.has_input():
-                await self._process(frames, wake=True)
+                await self._process(frames, hold=closing or self._pushing, wake=True)
                 continue
             if frames.queued:
                 with contextlib.suppress(ClientDisconnected):
                     await frames.flush()  # ends the websocket if the peer is gone
                 continue
-            now = trio.current_time()
-            if pong_deadline <= now:
-                if frames.awaiting_pong:
-                    await frames.close(INTERNAL_ERROR, "keepalive ping timeout")
-                    frames.lose(INTERNAL_ERROR, "keepalive ping timeout")
-                    break
-                pong_deadline = math.inf
-            if frames.close_deadline <= now:
-                frames.lose()
-                break
-            if next_ping <= now and not self._held and not frames.awaiting_pong:
-                await frames.send_ping()
-                next_ping = now + interval
-                pong_deadline = now + config.websocket_ping_timeout
+            deadline = await frames.keep_alive()
+            if deadline is None:
                 continue
             # Received bytes concern the keeper only while it may process them;
             # otherwise it sleeps until its next deadline or _wake_keeper().
-            with trio.CancelScope(
-                deadline=min(next_ping, pong_deadline, frames.close_deadline)
-            ) as self._keeper_wait:
+            with trio.CancelScope(deadline=deadline) as self._keeper_wait:
                 if idle:
                     await self._transport.wait_received()
                 else:
@@ -685,20 +429,20 @@ class WebSocketSession:
             self._keeper_wait = None
         self._transport.wake()  # an app waiting in receive() hears that it is over
 
-    # -- the access log ------------------------------------------------------------
 
-    def _log_access(self) -> None:
-        access_log = self._server.access_log
-        if access_log is None:
-            return
-        frames = self._frames
-        if frames is None:
-            codes: tuple[int | None, int | None] = (None, None)
-            received = sent = (0, 0)
-        else:
-            codes = (frames.sent_close, frames.received_close)
-            received = (frames.messages_in, frames.bytes_in)
-            sent = (frames.messages_out, frames.bytes_out)
-        access_log.log_websocket(
-            self.scope, self._status, codes, received, sent, time.perf_counter() - self._start
-        )
+def _log_session(
+    access_log: AccessLogger,
+    scope: dict[str, Any],
+    status: int | None,
+    frames: FrameIO | None,
+    duration: float,
+) -> None:
+    """Write the access log line of a finished websocket session."""
+    if frames is None:
+        codes: tuple[int | None, int | None] = (None, None)
+        received = sent = (0, 0)
+    else:
+        codes = (frames.sent_close, frames.received_close)
+        received = (frames.messages_in, frames.bytes_in)
+        sent = (frames.messages_out, frames.bytes_out)
+    access_log.log_websocket(scope, status, codes, received, sent, duration)
