@@ -29,6 +29,7 @@ import trio
 import trio.testing
 from _helpers import (
     GET,
+    GET_CLOSE,
     Receive,
     Scope,
     Send,
@@ -165,6 +166,32 @@ async def test_a_body_send_the_app_cancels_partway_ends_the_connection(
     assert outcome == ["cancelled=True", "ClientDisconnected"]
     assert b"END" not in received
     assert b"NEXT" not in received
+
+
+async def test_a_body_send_cancelled_before_it_began_still_goes_out_in_order() -> None:
+    # Its bytes are framed already (counted against the content-length), so
+    # they go out first with the next write, and the response stays whole.
+    outcome: list[bool] = []
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/next":
+            await text_app(b"NEXT")(scope, receive, send)
+            return
+        await send(start(200, [(b"content-length", b"10")]))
+        await send(body(b"aaaaa", more=True))
+        with trio.CancelScope() as scope_of_app:
+            scope_of_app.cancel()
+            await send(body(b"bbbbb", more=True))
+        outcome.append(scope_of_app.cancelled_caught)
+        await send(body(b""))
+
+    async with open_test_client(app) as client:
+        reply = await client.raw(GET + GET_CLOSE.replace(b"GET / ", b"GET /next "))
+    assert outcome == [True]
+    responses, rest = parse_all(reply)
+    assert [r.body for r in responses] == [b"aaaaabbbbb", b"NEXT"]
+    assert rest == b""
 
 
 async def test_empty_body_chunks_in_a_loop_do_not_starve_other_connections() -> None:

@@ -323,6 +323,12 @@ class Transport:
         self._data_lot.unpark_all()
         on_peer_closed()
 
+    @property
+    def reading_paused(self) -> bool:
+        """The reader has stopped: ``READ_HIGH_WATER`` bytes wait to be taken, so
+        what the peer sends now stays in the kernel, unseen."""
+        return self.buffered >= READ_HIGH_WATER and not self._discarding
+
     def take_data(self) -> bytes:
         """Take everything received so far (``b""`` if nothing); the reader may
         read again if it had stopped for room."""
@@ -366,8 +372,10 @@ class Transport:
     async def write(self, data: bytes, *, shield: bool = False, more: bool = False) -> None:
         """Send ``data`` within the write deadline.
 
-        A write cancelled after it began leaves the stream :attr:`broken`: the
-        peer may have part of it, and nothing written after it could be framed.
+        A write cancelled before it began (at its start, or while it waited for
+        its turn) has sent nothing. One cancelled after it began leaves the
+        stream :attr:`broken`: the peer may have part of it, and nothing written
+        after it could be framed.
 
         Args:
           shield: the write cannot be cancelled: it goes out whole (unless the
@@ -381,11 +389,11 @@ class Transport:
         """
         if self.broken:
             raise ClientDisconnected("The client has disconnected")
+        if not shield:
+            await trio.lowlevel.checkpoint_if_cancelled()
         direct = self._direct
         sent = 0
         if direct is not None and (self._turn is None or not self._turn.locked()):
-            if not shield:
-                await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 sent = direct.send_some_nowait(data)
             except trio.WouldBlock:
@@ -421,6 +429,11 @@ class Transport:
         if scope.cancelled_caught:
             self.broken = True
             raise ClientDisconnected("The client did not read the response in time")
+
+    def abandon(self) -> None:
+        """Give the stream up for writing: what is on the wire can no longer be
+        completed, so every later write raises :class:`ClientDisconnected`."""
+        self.broken = True
 
     async def send_file(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of the file ``fd`` from ``offset``; return how many

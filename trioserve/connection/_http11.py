@@ -79,18 +79,24 @@ class HTTP11Channel:
     :class:`~trioserve.connection._request.RequestChannel` of every request cycle
     on the connection.
 
+    Body bytes are framed (a chunk's size line, the content-length count) before
+    they are written, so a write the app cancels cannot simply not happen: one
+    cancelled before it began goes out first with the next write, and one
+    cancelled partway, or a file send cancelled at all, ends the connection.
+
     Attributes:
       closing: the connection ends after the current response (shutdown, a body
           that could not be read).
     """
 
-    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "closing")
+    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "_unsent", "closing")
 
     def __init__(self, transport: Transport, proto: HTTP11Protocol, server: ServerState) -> None:
         self._transport = transport
         self._proto = proto
         self._server = server
         self._eof_fed = False
+        self._unsent = b""  # framed body bytes whose write was cancelled before it began
         self.closing = server.shutting_down
 
     # -- reading -------------------------------------------------------------------
@@ -187,8 +193,8 @@ class HTTP11Channel:
             data = proto.response_body(body)
             if end:
                 data += proto.response_end()
-            if data:
-                await self._transport.write(data, more=not end)
+            if data or self._unsent:
+                await self._write_body(data, more=not end)
             else:
                 # Nothing to write (an empty chunk): still a checkpoint, so that
                 # an app sending empty chunks in a loop cannot starve the others.
@@ -230,18 +236,33 @@ class HTTP11Channel:
         transport = self._transport
         if head is not None:
             await transport.write(head_bytes + before, shield=True)
-        elif before:
-            await transport.write(before)
+        elif before or self._unsent:
+            await self._write_body(before, more=False)
         sent = count
         if framing is not None and count:
-            sent = await transport.send_file(fd, offset, count)
+            try:
+                sent = await transport.send_file(fd, offset, count)
+            except trio.Cancelled:
+                transport.abandon()  # the framing before it promised the file
+                raise
             if sent < count:
                 return sent
         if after or end_bytes:
-            await transport.write(after + end_bytes, more=not end)
+            await self._write_body(after + end_bytes, more=not end)
         elif not end:
             await trio.lowlevel.checkpoint()
         return sent
+
+    async def _write_body(self, data: bytes, *, more: bool) -> None:
+        if self._unsent:
+            data = self._unsent + data
+            self._unsent = b""
+        try:
+            await self._transport.write(data, more=more)
+        except trio.Cancelled:
+            if not self._transport.broken:
+                self._unsent = data  # framed already: it must go out, and first
+            raise
 
     async def send_error(
         self, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
