@@ -606,6 +606,13 @@ def masked(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
 
 
+def masked_long(opcode: int, payload: bytes) -> bytes:
+    """A client frame (masked, FIN set) with a payload of 126 to 65535 bytes."""
+    key = b"\x0f\x1e\x2d\x3c"
+    body = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big") + key + body
+
+
 async def test_the_server_pings_an_idle_websocket_and_keeps_it_while_pongs_come(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -783,29 +790,114 @@ async def test_pongs_behind_messages_the_app_never_takes_keep_the_websocket(
     assert ticks >= 59
 
 
-async def test_a_pong_behind_a_message_the_app_is_still_handling_keeps_the_websocket(
+async def test_a_slow_handler_keeps_a_websocket_whose_peer_answers_pings(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         message = await receive()
-        await trio.sleep(60)  # a slow handler: far past the ping timeout
+        await trio.sleep(60)  # far past the ping interval and timeout
         await send({"type": "websocket.send", "text": "done with " + message["text"]})
         await receive()
+
+    settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
+    async with open_test_client(app, settings) as client, client.websocket("/") as ws:
+        await ws.send_text("job")
+        with trio.fail_after(120):
+            assert await ws.receive() == "done with job"  # answering pings meanwhile
+
+
+async def test_a_silent_peer_is_found_while_the_app_is_busy_elsewhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Message] = []
+    go = trio.Event()
+    done = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()  # not receiving: what the peer sent waits for it
+        seen.append(await receive())
+        seen.append(await receive())
+        done.set()
 
     settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
     async with open_test_client(app, settings) as client:
         conn = await client.connect()
         await conn.websocket("/")
-        ping = await conn.receive_some()
-        assert ping[:2] == b"\x89\x04"
-        # The request, and the pong behind it in the same write.
-        await conn.send_all(masked(0x1, b"job") + masked(0xA, ping[2:6]))
-        with trio.fail_after(120):
-            reply = await conn.receive_some()
-        assert reply == b"\x81\x0ddone with job"
+        await conn.send_all(masked(0x1, b"hello"))  # then it goes silent
+        start = trio.current_time()
+        with trio.fail_after(60):
+            data = b""
+            while not data.endswith(b"keepalive ping timeout"):
+                data += await conn.receive_some()
+        assert trio.current_time() - start == pytest.approx(15.0)
         await conn.aclose()
+        go.set()
+        with trio.fail_after(60):
+            await done.wait()
+    # What arrived before is still the app's, then the end.
+    assert seen == [
+        {"type": "websocket.receive", "text": "hello"},
+        {"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"},
+    ]
+
+
+async def test_a_silent_peer_is_found_behind_more_than_the_app_lets_be_processed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 80 KiB of messages: more than is processed for an app that does not
+    # receive, so some wait unprocessed; none of them is a sign of life after
+    # the ping.
+    go = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()
+
+    settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
+    async with open_test_client(app, settings) as client:
+        conn = await client.connect()
+        await conn.websocket("/")
+        await conn.send_all(masked_long(0x2, b"m" * 1000) * 80)  # then it goes silent
+        start = trio.current_time()
+        with trio.fail_after(60):
+            data = b""
+            while not data.endswith(b"keepalive ping timeout"):
+                data += await conn.receive_some()
+        assert trio.current_time() - start == pytest.approx(15.0)
+        await conn.aclose()
+        go.set()
+
+
+async def test_pongs_stuck_behind_unread_bytes_do_not_fail_the_websocket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The app does not receive, the server has stopped reading, and the client's
+    # pongs wait in the connection behind its messages: the server cannot know
+    # that the client is silent, so it keeps the websocket.
+    go = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()
+
+    settings = config(websocket_ping_interval=10.0, websocket_ping_timeout=5.0)
+    async with open_test_client(app, settings) as client:
+        conn = await client.connect()
+        await conn.websocket("/")
+        await conn.send_all(masked_long(0x2, b"m" * 16000) * 64)  # 1 MB
+        with trio.move_on_after(60):
+            while True:
+                frame = await conn.receive_some()
+                assert frame[:2] == b"\x89\x04", frame  # pings only, never a close
+                await conn.send_all(masked(0xA, frame[2:6]))
+        await conn.aclose()
+        go.set()
 
 
 async def test_an_app_that_sends_but_never_receives_still_bounds_what_it_holds() -> None:
@@ -1088,6 +1180,57 @@ async def test_a_send_the_app_cancels_partway_loses_the_websocket_instead_of_cor
     assert isinstance(outcome[1], ClientDisconnected)
     assert outcome[2] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
     assert b"after" not in received
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "deflate"])
+async def test_frames_of_a_send_cancelled_while_waiting_to_write_keep_their_place(
+    deflate: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Two app tasks send while the client reads slowly. A's 32nd send writes the
+    # queue and waits behind a big frame; B sends meanwhile; then A's send is
+    # cancelled by the app's timeout. B's message must not overtake A's (nor
+    # upset the client's inflater).
+    cancelled: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def big() -> None:
+            await send({"type": "websocket.send", "bytes": bytes(range(256)) * 160})
+
+        async def a_task() -> None:
+            await trio.sleep(0.1)
+            with trio.move_on_after(0.1) as scope:
+                for i in range(1, 33):
+                    await send({"type": "websocket.send", "text": f"A{i}"})
+            cancelled.append(scope.cancelled_caught)
+
+        async def b_task() -> None:
+            await trio.sleep(0.15)  # while A's write waits for its turn
+            await send({"type": "websocket.send", "text": "B1"})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(big)
+            nursery.start_soon(a_task)
+            nursery.start_soon(b_task)
+        await send({"type": "websocket.close"})
+
+    async with open_test_client(app, config()) as client:
+        conn = await client.connect(lockstep=True)
+        ws = await conn.websocket("/", deflate=deflate)
+        await trio.sleep(1)  # a slow reader
+        received: list[str | bytes] = []
+
+        async def read_all() -> None:
+            while True:
+                received.append(await ws.receive())
+
+        with trio.fail_after(10), pytest.raises(WebSocketClosed) as closed:
+            await read_all()
+    assert closed.value.code == 1000
+    assert cancelled == [True]
+    assert received == [bytes(range(256)) * 160] + [f"A{i}" for i in range(1, 33)] + ["B1"]
 
 
 async def test_shutdown_cancels_an_app_that_does_not_return_at_graceful_timeout(

@@ -70,9 +70,12 @@ class FrameIO:
     __slots__ = (
         "_close_timeout",
         "_eof_given",
+        "_flushed",
+        "_flushing",
         "_hold_cost",
         "_next_ping",
         "_ping_interval",
+        "_ping_mark",
         "_ping_payload",
         "_ping_timeout",
         "_pong_deadline",
@@ -80,6 +83,7 @@ class FrameIO:
         "_queue",
         "_queued",
         "_stalled",
+        "_taken",
         "_transport",
         "bytes_in",
         "bytes_out",
@@ -107,12 +111,17 @@ class FrameIO:
         self._eof_given = False
         self._queue: list[bytes] = []
         self._queued = 0
+        self._flushing = False
+        # Made when a task first has to wait for another's write.
+        self._flushed: trio.lowlevel.ParkingLot | None = None
         self._close_timeout = config.websocket_close_timeout
         self._ping_interval = config.websocket_ping_interval
         self._ping_timeout = config.websocket_ping_timeout
         self._next_ping = trio.current_time() + self._ping_interval
         self._pong_deadline = math.inf
         self._ping_payload = b""
+        self._taken = 0  # bytes taken from the transport
+        self._ping_mark = 0  # bytes received from the peer when we last pinged
         self.close_deadline = math.inf
         self.ready: list[str | bytes] = []
         self._hold_cost = 0
@@ -166,6 +175,7 @@ class FrameIO:
             if event is NEED_DATA:
                 data = transport.take_data()
                 if data:
+                    self._taken += len(data)
                     proto.receive_data(data)
                 elif transport.peer_closed and not self._eof_given:
                     self._eof_given = True
@@ -244,14 +254,21 @@ class FrameIO:
     async def flush(self) -> None:
         """Write the queued frames.
 
-        If the write is cancelled before it began, the frames stay queued: a frame
-        once made must go out, in order (the peer's inflater, if deflate was
-        agreed, already counts on it). Cancelled after it began, the websocket
-        is lost, as the transport is.
+        One task writes at a time, and frames leave the queue only in its hands,
+        so they go out in the order they were made, whoever sends them. A task
+        that finds another writing waits for it (its frames go with that write or
+        the next). A write cancelled before it began puts its frames back at the
+        head of the queue: a frame once made must go out, in order (with
+        permessage-deflate the peer's inflater already counts on it). One
+        cancelled partway loses the websocket, as it breaks the transport.
 
         Raises:
           ClientDisconnected: the peer is gone, or did not read in time.
         """
+        while self._flushing:
+            if self._flushed is None:
+                self._flushed = trio.lowlevel.ParkingLot()
+            await self._flushed.park()
         queue = self._queue
         if not queue:
             return
@@ -259,6 +276,7 @@ class FrameIO:
         queued = self._queued
         self._queue = []
         self._queued = 0
+        self._flushing = True
         try:
             await self._transport.write(data)
         except ClientDisconnected:
@@ -271,25 +289,36 @@ class FrameIO:
                 self._queue.insert(0, data)
                 self._queued += queued
             raise
+        finally:
+            self._flushing = False
+            if self._flushed is not None:
+                self._flushed.unpark_all()
 
     async def keep_alive(self) -> float | None:
         """Do what the deadlines ask for now. Return ``None`` if that took a
         write or ended the websocket (so the caller looks at everything again),
         else when to come back (``inf``: only when something else happens).
 
-        The peer is pinged every ``websocket_ping_interval``, one ping at a time;
-        one that has not answered within ``websocket_ping_timeout`` is failed
-        with 1011, unless something it sent is waiting unread (the pong may be
-        there). One that has not answered our close frame by
+        The peer is pinged every ``websocket_ping_interval``, one ping at a time.
+        Within ``websocket_ping_timeout`` it must answer: its pong, or any bytes
+        at all (the pong may wait behind what the app has not taken yet). One
+        that sent nothing is failed with 1011, unless the reader had stopped for
+        room (then what it sent may be waiting unread, and it gets another
+        timeout). One that has not answered our close frame by
         :attr:`close_deadline` is given up on (1006).
         """
         now = trio.current_time()
         if self._pong_deadline <= now:
-            if self._ping_payload and not self.has_input():
-                await self.close(INTERNAL_ERROR, "keepalive ping timeout")
-                self.lose(INTERNAL_ERROR, "keepalive ping timeout")
-                return None
-            self._pong_deadline = now + self._ping_timeout if self._ping_payload else math.inf
+            self._pong_deadline = math.inf
+            if self._ping_payload:
+                if self._taken + self._transport.buffered != self._ping_mark:
+                    self._ping_payload = b""  # it sent something: it is there
+                elif self._transport.reading_paused:
+                    self._pong_deadline = now + self._ping_timeout
+                else:
+                    await self.close(INTERNAL_ERROR, "keepalive ping timeout")
+                    self.lose(INTERNAL_ERROR, "keepalive ping timeout")
+                    return None
         if self.close_deadline <= now:
             self.lose()
             return None
@@ -299,6 +328,7 @@ class FrameIO:
             self._next_ping = now + self._ping_interval
             if self._proto.state is ConnectionState.OPEN:
                 self._ping_payload = os.urandom(4)
+                self._ping_mark = self._taken + self._transport.buffered
                 self._pong_deadline = now + self._ping_timeout
                 self._queue_frame(self._proto.send(Ping(self._ping_payload)))
                 with contextlib.suppress(ClientDisconnected):
@@ -332,16 +362,13 @@ class FrameIO:
 
     async def _write_close(self, frame: bytes) -> None:
         """Write what is queued and a close frame, shielded, so that it goes out
-        whole whatever happens to the task writing it; a lost connection ends
-        the websocket."""
+        whole whatever happens to the task writing it (the write deadline still
+        holds); a lost connection ends the websocket."""
         self._queue_frame(frame)
-        data = b"".join(self._queue)
-        self._queue = []
-        self._queued = 0
-        try:
-            await self._transport.write(data, shield=True)
-        except ClientDisconnected:
-            self._end(ABNORMAL_CLOSURE, "")
+        with trio.CancelScope(shield=True):
+            while self._queue and self.close_code is None:
+                with contextlib.suppress(ClientDisconnected):
+                    await self.flush()
 
     def _end(self, code: int, reason: str) -> None:
         # Messages that arrived whole before the end stay for the app to take.

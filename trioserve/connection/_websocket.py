@@ -13,24 +13,22 @@ accepts, the session writes the ``101`` itself, and a
 bounds) takes over the bytes, starting with any that arrived right behind the
 request.
 
-Frames are processed in order, and a message is handed to the app before
-anything after it is looked at. Two tasks process, never at once:
+Frames are processed in order, by one of two tasks at a time:
 
 - the app's ``receive()``, which processes until it has a whole message (or the
   websocket is over) and returns it;
-- the *keeper* task, which processes only while the app is not in ``receive()``
-  and has acted (sent, or asked again) since it was given the last message, and
-  stops at a message that waits for the app. It answers pings and the peer's
-  close for an app that is busy elsewhere, and it runs the liveness pings.
+- the *keeper* task, while the app is not in ``receive()``. It answers pings and
+  the peer's close, lets pongs count, and holds the messages it meets for the
+  app, up to ``HOLD_BYTES`` (64 KiB). So an app busy elsewhere (a slow handler, a
+  long stream of sends, a feed that never receives) still answers its peer's
+  pings and close, and what is held for it stays bounded: beyond the hold,
+  what arrives stays in the transport's bounded buffer, and the reader stops.
 
-So the server's reaction to a frame never overtakes the app's answer to the
-message before it. One exception keeps an app that sends without receiving in
-touch with its peer: once the app sends while a message waits for it, the keeper
-processes past waiting messages, holding up to ``HOLD_BYTES`` (64 KiB) of them
-for the app. Beyond that, and for an app that neither receives nor sends, processing
-stops: what arrives stays in the transport's bounded buffer, and the reader
-stops reading. The peer's pong may then be among the bytes not processed, so an
-unanswered ping fails the websocket only when nothing from the peer is waiting.
+An app that answers each message before it asks for the next, without waiting
+in between, is never overtaken: it processes the next frames itself. The keeper
+runs only when the app waits for something else; then a close or a protocol
+error it meets ends the websocket at once, as RFC 6455 asks, and the app still
+receives the messages that came before it, then ``websocket.disconnect``.
 
 A client that goes away does not cancel the app: its next ``receive()`` returns
 ``websocket.disconnect`` with the peer's close code (1006 when the connection was
@@ -106,13 +104,11 @@ class WebSocketSession:
         "_denial",
         "_failed",
         "_frames",
-        "_held",
         "_keeper_stopped",
         "_keeper_wait",
         "_nursery",
         "_peer_gone",
         "_processing",
-        "_pushing",
         "_receiving",
         "_request",
         "_server",
@@ -151,10 +147,6 @@ class WebSocketSession:
         self._connect_delivered = False
         self._receiving = False
         self._processing = False
-        # The app took a message and has not acted since.
-        self._held = False
-        # The app sent while a message waited for it (and has not received since).
-        self._pushing = False
         self._peer_gone = False
         self._shutting_down = False
         self._failed = False
@@ -258,14 +250,11 @@ class WebSocketSession:
             while not self._peer_gone and self._state is not SessionState.CLOSED:
                 await self._transport.wait_received()
             return self._disconnect(ABNORMAL_CLOSURE, "")
-        self._held = False
         self._receiving = True
         try:
             while True:
                 message = frames.take()
                 if message is not None:
-                    self._held = True
-                    self._pushing = False
                     if isinstance(message, str):
                         return {"type": "websocket.receive", "text": message}
                     return {"type": "websocket.receive", "bytes": message}
@@ -310,11 +299,8 @@ class WebSocketSession:
         state = self._state
         if kind == "websocket.send":
             data = check_send(message, state)
-            self._held = False
             frames = self._frames
             assert frames is not None
-            if frames.ready:
-                self._pushing = True
             if not frames.queued:
                 # The keeper writes what the app queued if the app waits for
                 # something else before it writes it itself.
@@ -401,16 +387,9 @@ class WebSocketSession:
                 self._shutting_down = False
                 await frames.close(GOING_AWAY)
                 continue
-            # After our close frame the app can no longer answer, so it holds
-            # nothing up; while it sends without receiving, it does not take.
-            closing = frames.sent_close is not None
-            idle = (
-                not (self._receiving or self._processing)
-                and (closing or not self._held)
-                and (frames.can_hold if closing or self._pushing else not frames.ready)
-            )
+            idle = not (self._receiving or self._processing) and frames.can_hold
             if idle and frames.has_input():
-                await self._process(frames, hold=closing or self._pushing, wake=True)
+                await self._process(frames, hold=True, wake=True)
                 continue
             if frames.queued:
                 with contextlib.suppress(ClientDisconnected):
