@@ -401,3 +401,46 @@ async def test_file_truncated_during_pathsend_closes_the_connection(
     assert isinstance(app.outcome[0], trioserve.LocalProtocolError)
     assert "The file ended after" in str(app.outcome[0])
     assert any("Exception in ASGI application" in r.getMessage() for r in error_records(caplog))
+
+
+async def test_a_file_send_the_app_cancels_ends_the_connection(big_file: Path) -> None:
+    """The head and the file's chunk size went out; a file send the app cancels,
+    even before any of the file, leaves a promise that cannot be kept, so the
+    connection ends instead of carrying on with the next response."""
+    outcome: list[Any] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/next":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"NEXT"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # chunked
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        fd = os.open(big_file, os.O_RDONLY)
+        try:
+            with trio.CancelScope() as cancelled:
+                cancelled.cancel()
+                message = {"type": "http.response.zerocopysend", "file": fd, "more_body": True}
+                await send(message)
+        finally:
+            os.close(fd)
+        outcome.append(cancelled.cancelled_caught)
+        try:
+            await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:
+            outcome.append(type(exc).__name__)
+
+    requests = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    async with open_test_server(app, Config(lifespan="off")) as server:
+        with trio.fail_after(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(requests)
+            received = b""
+            while data := await stream.receive_some():
+                received += data
+            await stream.aclose()
+    assert outcome == [True, "ClientDisconnected"]
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert b"NEXT" not in received

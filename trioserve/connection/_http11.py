@@ -82,7 +82,8 @@ class HTTP11Channel:
     Body bytes are framed (a chunk's size line, the content-length count) before
     they are written, so a write the app cancels cannot simply not happen: one
     cancelled before it began goes out first with the next write, and one
-    cancelled partway, or a file send cancelled at all, ends the connection.
+    cancelled partway, or a file send cancelled before its file is out, ends the
+    connection.
 
     Attributes:
       closing: the connection ends after the current response (shutdown, a body
@@ -234,19 +235,21 @@ class HTTP11Channel:
             raise
         before, after = framing or (b"", b"")
         transport = self._transport
-        if head is not None:
-            await transport.write(head_bytes + before, shield=True)
-        elif before or self._unsent:
-            await self._write_body(before, more=False)
-        sent = count
-        if framing is not None and count:
-            try:
+        try:
+            if head is not None:
+                await transport.write(head_bytes + before, shield=True)
+            elif before or self._unsent:
+                await self._write_body(before, more=False)
+            sent = count
+            if framing is not None and count:
                 sent = await transport.send_file(fd, offset, count)
-            except trio.Cancelled:
-                transport.abandon()  # the framing before it promised the file
-                raise
-            if sent < count:
-                return sent
+                if sent < count:
+                    return sent
+        except trio.Cancelled:
+            # The framing counts the file already; without the file's bytes,
+            # nothing after them could be framed.
+            transport.abandon()
+            raise
         if after or end_bytes:
             await self._write_body(after + end_bytes, more=not end)
         elif not end:
