@@ -2,7 +2,7 @@
 
 import pathlib
 
-from trioserve._config import reference_markdown
+from trioserve._config_sources import reference_markdown
 
 target = pathlib.Path(__file__).with_name("config.md")
 target.write_text(reference_markdown())

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from trioserve import Config, ConfigError, ConfigWarning
-from trioserve._config import HYPERCORN_ONLY_KEYS, load_config
+from trioserve._config_sources import HYPERCORN_ONLY_KEYS, load_config
 
 CONFIG_DIR = Path(__file__).parent / "fixtures" / "config"
 HYPERCORN_TOML = CONFIG_DIR / "hypercorn.toml"

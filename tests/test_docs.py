@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from trioserve import Config, ConfigWarning
-from trioserve._config import load_config, reference_markdown
+from trioserve._config_sources import load_config, reference_markdown
 from trioserve.testing import open_test_client
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typing
 
-from ._config import Config, load_config
+from ._config import Config
+from ._config_sources import load_config
 from ._errors import (
     AppLoadError,
     BindError,

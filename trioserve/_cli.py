@@ -25,7 +25,8 @@ from typing import Any, NoReturn
 
 import click
 
-from ._config import Config, load_config
+from ._config import Config
+from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 
 __all__ = ["cli", "main"]
@@ -129,11 +130,14 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
 _GROUP_ORDER = [
     "Application",
     "Binding",
+    "Proxies",
     "TLS",
     "Timeouts",
     "Limits",
+    "Workers",
     "WebSockets",
     "Logging",
+    "Development",
     "Other",
 ]
 _GROUPS: dict[str, str] = {key: group for group, _, key, _, _ in _OPTIONS}

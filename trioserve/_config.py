@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
-import importlib.util
-import inspect
 import math
-import sys
-import types
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ._binds import parse_bind
-from ._errors import ConfigError, ConfigWarning
+from ._errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - version-dependent import
-    import tomli as tomllib
-
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "suggest_key"]
 
 LifespanMode = Literal["auto", "on", "off"]
 DisconnectPolicy = Literal["safe", "always", "never"]
@@ -462,7 +451,7 @@ class Config:
         # ConfigError with a suggestion rather than a bare TypeError.
         for key in keys:
             if key not in _FIELD_NAMES:
-                raise ConfigError(f"unknown configuration key {key!r}{_suggest(key)}")
+                raise ConfigError(f"unknown configuration key {key!r}{suggest_key(key)}")
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
@@ -478,188 +467,7 @@ class Config:
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))
 
 
-#: Hypercorn settings trioserve does not implement: a config file that sets them
-#: gets a ConfigWarning naming each, and they are ignored.
-HYPERCORN_ONLY_KEYS = frozenset(
-    {
-        "alpn_protocols",
-        "alt_svc_headers",
-        "application_path",
-        "debug",
-        "dogstatsd_tags",
-        "group",
-        "h11_pass_raw_headers",
-        "h2_max_concurrent_streams",
-        "h2_max_header_list_size",
-        "h2_max_inbound_frame_size",
-        "keep_alive_max_requests",
-        "logconfig_dict",
-        "logger_class",
-        "max_app_queue_size",
-        "pid_path",
-        "quic_bind",
-        "server_names",
-        "statsd_host",
-        "statsd_prefix",
-        "use_reloader",
-        "user",
-        "verify_flags",
-        "worker_class",
-        "workers",
-        "wsgi_max_body_size",
-    }
-)
-
-
-def _suggest(key: str) -> str:
+def suggest_key(key: str) -> str:
+    """`` (did you mean 'x'?)`` for the configuration key nearest to ``key``, or ``""``."""
     close = difflib.get_close_matches(key, _FIELD_NAMES, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def reference_markdown() -> str:
-    """The configuration reference (``docs/config.md``), made from the field table.
-
-    ``tests/test_docs.py`` checks that the committed file equals this output; run
-    ``python docs/gen_config.py`` after changing a key.
-    """
-    lines = [
-        "# Configuration reference",
-        "",
-        "<!-- Generated from trioserve.Config by `python docs/gen_config.py`; do not edit. -->",
-        "",
-        "Every key of `trioserve.Config`, its default and meaning. Timeouts are seconds;",
-        "`None` means no limit. Keys marked *Hypercorn* have Hypercorn's name and meaning,",
-        "so a Hypercorn setting carries over unchanged.",
-        "",
-        "| key | default | origin | meaning |",
-        "| --- | --- | --- | --- |",
-    ]
-    for field in dataclasses.fields(Config):
-        default = field.default
-        if isinstance(default, tuple):
-            default = list(default)
-        origin = "Hypercorn" if field.metadata["hypercorn"] else "trioserve"
-        doc = " ".join(field.metadata["doc"].split()).replace("``", "`")
-        lines.append(f"| `{field.name}` | `{default!r}` | {origin} | {doc} |")
-    lines += [
-        "",
-        "## Hypercorn settings trioserve ignores",
-        "",
-        "A configuration file that sets one of these gets a `ConfigWarning` naming it,",
-        "and the setting is ignored:",
-        "",
-        ", ".join(f"`{key}`" for key in sorted(HYPERCORN_ONLY_KEYS)) + ".",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> Config:
-    """Make a :class:`Config` from ``{key: value}``, Hypercorn-style.
-
-    A key Hypercorn knows but trioserve does not implement gives a
-    :class:`~trioserve.ConfigWarning` and is ignored; any other unknown key is a
-    :class:`~trioserve.ConfigError` with a did-you-mean hint.
-    """
-    keys: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _FIELD_NAMES:
-            keys[key] = value
-        elif key in HYPERCORN_ONLY_KEYS:
-            warnings.warn(
-                f"{source}: Hypercorn setting {key!r} is not supported by trioserve; ignored",
-                ConfigWarning,
-                stacklevel=2,
-            )
-        else:
-            raise ConfigError(f"{source}: unknown configuration key {key!r}{_suggest(key)}")
-    try:
-        return Config(**keys)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _settings_of(obj: object) -> dict[str, Any]:
-    # A Python config is the object's lower-case public attributes; imported
-    # modules, functions and classes are the file's tools, not settings.
-    return {
-        name: value
-        for name, value in vars(obj).items()
-        if not name.startswith("_")
-        and name.islower()
-        and not isinstance(value, types.ModuleType)
-        and not inspect.isroutine(value)
-        and not inspect.isclass(value)
-        and type(value).__module__ != "__future__"
-    }
-
-
-class _NotFound(Exception):
-    pass
-
-
-def _import(name: str, source: str) -> types.ModuleType:
-    """Import ``name``; raise _NotFound only if ``name`` itself does not exist."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise _NotFound from None
-        raise ConfigError(f"{source}: importing {name!r} failed: {exc}") from None
-    except Exception as exc:
-        raise ConfigError(f"{source}: {type(exc).__name__}: {exc}") from None
-
-
-def load_config(source: str) -> Config:
-    """Load a configuration the way Hypercorn's ``--config`` does.
-
-    Args:
-      source: a TOML file path; ``python:module.attr`` (or ``python:module``), an
-          object or module whose attributes are keys; or ``file:path/to/cfg.py``,
-          a Python file whose module-level names are keys.
-
-    Raises:
-      ConfigError: the source cannot be read, or a key or value is wrong. The
-          message is one line naming the source.
-    """
-    if source.startswith("python:"):
-        target = source[len("python:") :]
-        module_name, _, attr = target.rpartition(".")
-        obj: object
-        try:
-            obj = _import(target, source)
-        except _NotFound:
-            if not module_name:
-                raise ConfigError(f"{source}: module {target!r} not found") from None
-            try:
-                module = _import(module_name, source)
-            except _NotFound:
-                raise ConfigError(f"{source}: module {module_name!r} not found") from None
-            try:
-                obj = getattr(module, attr)
-            except AttributeError:
-                raise ConfigError(f"{source}: {module_name!r} has no attribute {attr!r}") from None
-        settings = obj if isinstance(obj, Mapping) else _settings_of(obj)
-        return config_from_mapping(settings, source=source)
-    if source.startswith("file:"):
-        path = source[len("file:") :]
-        spec = importlib.util.spec_from_file_location("_trioserve_config", path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"{source}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: file not found") from None
-        except Exception as exc:
-            raise ConfigError(f"{source}: {type(exc).__name__}: {exc}") from None
-        return config_from_mapping(_settings_of(module), source=source)
-    try:
-        with open(source, "rb") as file:
-            data = tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    return config_from_mapping(data, source=source)
