@@ -83,6 +83,11 @@ REQUIRED_FLAGS = [
     "--port",
     "--uds",
     "--fd",
+    "--proxy-headers",
+    "--no-proxy-headers",
+    "--forwarded-allow-ips",
+    "--proxy-headers-mode",
+    "--proxy-protocol",
 ]
 
 
@@ -168,6 +173,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     assert list(sections) == [
         "Application",
         "Binding",
+        "Proxies",
         "TLS",
         "Timeouts",
         "Limits",
@@ -185,6 +191,9 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     assert "--limit-concurrency" in sections["Limits"]
     assert "--access-logformat" in sections["Logging"]
     assert "--ws" in sections["WebSockets"]
+    for flag in ("--proxy-headers", "--forwarded-allow-ips", "--proxy-headers-mode"):
+        assert flag in sections["Proxies"]
+    assert "--proxy-protocol" in sections["Proxies"]
     assert "--factory" in sections["Application"]
     assert "--header NAME:VALUE" in sections["Application"]
 
