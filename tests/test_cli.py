@@ -264,6 +264,18 @@ def test_badly_typed_flag_or_variable_is_a_usage_error(
             ["module 'no_such_trioserve_config' not found"],
         ),
         (["--log-config", "/nonexistent/logging.json"], {}, ["file not found"]),
+        (
+            ["--forwarded-allow-ips", "127.0.0.1,10.0.0.1/8"],
+            {},
+            ["forwarded_allow_ips: '10.0.0.1/8' is not a network"],
+        ),
+        (
+            [],
+            {"TRIOSERVE_FORWARDED_ALLOW_IPS": "localhost"},
+            ["forwarded_allow_ips: 'localhost' is not an IP address"],
+        ),
+        # uvicorn's variable is the default when the key is not set at all.
+        ([], {"FORWARDED_ALLOW_IPS": "proxy.internal"}, ["FORWARDED_ALLOW_IPS: 'proxy.internal'"]),
     ],
 )
 def test_configuration_error_exits_2_with_one_line(
