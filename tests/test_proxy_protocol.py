@@ -9,14 +9,16 @@ anything, with one WARNING line naming the peer; ``auto`` serves connections
 with and without a header, also when the first bytes trickle in one at a time
 and begin like a signature (``P`` of ``POST``); the header comes before the TLS
 handshake; forwarding headers are then trusted by the header's client address;
-a peer that leaves without a byte is not logged; ``header_timeout`` bounds the
-wait (virtual time); a shutdown drops a connection still waiting for its header.
+a peer that leaves without a byte is not logged, one that closes or resets inside
+the header is; ``header_timeout`` bounds the wait (virtual time); a shutdown
+drops a connection still waiting for its header.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import struct
 from typing import Any
@@ -264,6 +266,20 @@ async def test_a_close_inside_the_header_is_a_warning(caplog: pytest.LogCaptureF
             await stream.aclose()
     [line] = warnings(caplog)
     assert "connection closed inside the PROXY header" in line
+
+
+async def test_a_reset_inside_the_header_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(5):
+        async with open_test_server(Reporter(), config(proxy_protocol="v1")) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(V1[:10])
+            await trio.testing.wait_all_tasks_blocked()
+            # SO_LINGER with a zero timeout: close() sends a RST.
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+            await exchange(server.port, V1 + GET_CLOSE)  # the reset one is dealt with
+    [line] = warnings(caplog)
+    assert "connection broken in the PROXY header" in line
 
 
 @pytest.mark.parametrize(

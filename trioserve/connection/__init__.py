@@ -108,12 +108,12 @@ async def _read_proxy_header(
     within ``header_timeout`` (each logged at WARNING, one line), or the peer left
     before sending anything (not logged)."""
     config = server.config
+    if server.shutting_down:  # pragma: no cover - the same narrow race as a handshake's
+        return None
     trusted = server.proxies.trusts_peer(client, unix=local is not None and local[1] is None)
     reader = ProxyHeaderReader(sock)
     problem = None
     result = None
-    if server.shutting_down:  # pragma: no cover - the same narrow race as a handshake's
-        return None
     with trio.move_on_after(config.header_timeout) as scope:
         server.handshakes.add(scope)
         try:
