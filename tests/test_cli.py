@@ -83,6 +83,11 @@ REQUIRED_FLAGS = [
     "--port",
     "--uds",
     "--fd",
+    "--proxy-headers",
+    "--no-proxy-headers",
+    "--forwarded-allow-ips",
+    "--proxy-headers-mode",
+    "--proxy-protocol",
 ]
 
 
@@ -168,6 +173,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     assert list(sections) == [
         "Application",
         "Binding",
+        "Proxies",
         "TLS",
         "Timeouts",
         "Limits",
@@ -185,6 +191,9 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     assert "--limit-concurrency" in sections["Limits"]
     assert "--access-logformat" in sections["Logging"]
     assert "--ws" in sections["WebSockets"]
+    for flag in ("--proxy-headers", "--forwarded-allow-ips", "--proxy-headers-mode"):
+        assert flag in sections["Proxies"]
+    assert "--proxy-protocol" in sections["Proxies"]
     assert "--factory" in sections["Application"]
     assert "--header NAME:VALUE" in sections["Application"]
 
@@ -255,6 +264,18 @@ def test_badly_typed_flag_or_variable_is_a_usage_error(
             ["module 'no_such_trioserve_config' not found"],
         ),
         (["--log-config", "/nonexistent/logging.json"], {}, ["file not found"]),
+        (
+            ["--forwarded-allow-ips", "127.0.0.1,10.0.0.1/8"],
+            {},
+            ["forwarded_allow_ips: '10.0.0.1/8' is not a network"],
+        ),
+        (
+            [],
+            {"TRIOSERVE_FORWARDED_ALLOW_IPS": "localhost"},
+            ["forwarded_allow_ips: 'localhost' is not an IP address"],
+        ),
+        # uvicorn's variable is the default when the key is not set at all.
+        ([], {"FORWARDED_ALLOW_IPS": "proxy.internal"}, ["FORWARDED_ALLOW_IPS: 'proxy.internal'"]),
     ],
 )
 def test_configuration_error_exits_2_with_one_line(

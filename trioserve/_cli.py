@@ -73,6 +73,28 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Limits", ("--max-requests-jitter",), "max_requests_jitter", int, {}),
     ("Limits", ("--h11-max-incomplete-size",), "h11_max_incomplete_size", int, {}),
     ("Application", ("--root-path",), "root_path", str, {}),
+    ("Proxies", ("--proxy-headers/--no-proxy-headers",), "proxy_headers", bool, {}),
+    (
+        "Proxies",
+        ("--forwarded-allow-ips",),
+        "forwarded_allow_ips",
+        str,
+        {"metavar": "IPS"},
+    ),
+    (
+        "Proxies",
+        ("--proxy-headers-mode",),
+        "proxy_headers_mode",
+        click.Choice(["x-forwarded", "forwarded"]),
+        {},
+    ),
+    (
+        "Proxies",
+        ("--proxy-protocol",),
+        "proxy_protocol",
+        click.Choice(["off", "v1", "v2", "auto"]),
+        {},
+    ),
     ("Application", ("--lifespan",), "lifespan", click.Choice(["auto", "on", "off"]), {}),
     (
         "Application",

@@ -11,17 +11,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ._binds import parse_bind
 from ._errors import ConfigError
+from .protocol._proxy import TrustedProxies
 
 __all__ = ["Config", "suggest_key"]
 
 LifespanMode = Literal["auto", "on", "off"]
 DisconnectPolicy = Literal["safe", "always", "never"]
 WebSocketMode = Literal["auto", "wsproto", "none"]
+ProxyHeadersMode = Literal["x-forwarded", "forwarded"]
+ProxyProtocolMode = Literal["off", "v1", "v2", "auto"]
 
 
 def _describe(value: object) -> str:
@@ -127,6 +131,32 @@ def _root_path(key: str, value: object) -> str:
             f"{key} must be empty or start with '/' and not end with '/', got {value!r}"
         )
     return value
+
+
+def _forwarded_allow_ips(key: str, value: object) -> tuple[str, ...]:
+    source = key
+    if value is None:
+        value = os.environ.get("FORWARDED_ALLOW_IPS")
+        if value is None:
+            value = "127.0.0.1"
+        else:
+            source = "FORWARDED_ALLOW_IPS"
+    items: Iterable[object] = value.split(",") if isinstance(value, str) else value  # type: ignore[assignment]
+    try:
+        entries = tuple(items)
+    except TypeError:
+        raise ConfigError(
+            f"{source} must be a list or a comma-separated string, got {_describe(value)}"
+        ) from None
+    strings = [entry for entry in entries if isinstance(entry, str)]
+    if len(strings) != len(entries):
+        raise ConfigError(f"{source} must be a list of strings, got {value!r}")
+    stripped = tuple(entry.strip() for entry in strings if entry.strip())
+    try:
+        TrustedProxies(stripped)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return stripped
 
 
 def _binds(key: str, value: object) -> tuple[str, ...]:
@@ -288,6 +318,41 @@ class Config:
         "prepended to ``path`` and ``raw_path``.",
         _root_path,
         hypercorn=True,
+    )
+    proxy_headers: bool = _key(
+        True,
+        "Believe the forwarding headers of ``proxy_headers_mode`` from peers in "
+        "``forwarded_allow_ips``: they set the scope's ``client`` and ``scheme`` and "
+        "the ``host`` header the app sees (``docs/proxies.md``).",
+        _bool,
+        hypercorn=False,
+    )
+    forwarded_allow_ips: tuple[str, ...] = _key(
+        None,
+        "The trusted proxies: IP addresses, networks (``10.0.0.0/8``), ``unix`` (peers "
+        "on a Unix socket) and ``*`` (everyone), as a list or a comma-separated "
+        "string. ``None``: the ``FORWARDED_ALLOW_IPS`` environment variable if it is "
+        "set, else ``127.0.0.1``; the value is resolved when the configuration is made.",
+        _forwarded_allow_ips,
+        hypercorn=False,
+    )
+    proxy_headers_mode: ProxyHeadersMode = _key(
+        "x-forwarded",
+        "Which family of forwarding headers is read: ``x-forwarded`` "
+        "(``X-Forwarded-For``, ``-Proto``, ``-Host``, ``-Port``) or ``forwarded`` "
+        "(RFC 7239 ``Forwarded``). Never both: the other family could come from the "
+        "client, passed on untouched by a proxy that only rewrites this one.",
+        _choice("x-forwarded", "forwarded"),
+        hypercorn=False,
+    )
+    proxy_protocol: ProxyProtocolMode = _key(
+        "off",
+        "The PROXY protocol (HAProxy, cloud load balancers): ``v1`` or ``v2``: a "
+        "trusted peer must begin every connection with that header; ``auto``: either "
+        "version, or none; ``off``: not read. A PROXY header from a peer not in "
+        "``forwarded_allow_ips`` closes the connection (unless ``off``).",
+        _choice("off", "v1", "v2", "auto"),
+        hypercorn=False,
     )
     include_server_header: bool = _key(
         True,

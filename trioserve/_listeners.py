@@ -4,7 +4,8 @@ connections.
 This layer reads the peer and local addresses off each accepted socket and hands
 them to the connection as plain parameters, so the connection code runs the same
 over in-memory streams. (Beyond it, only the transport's stream class for plain
-sockets, :class:`trioserve._transport.SocketFdStream`, touches a socket.)
+sockets, :class:`trioserve._transport.SocketFdStream`, and the PROXY protocol's
+reader, :class:`trioserve._proxy_protocol.ProxyHeaderReader`, touch a socket.)
 
 Theory of operation
 -------------------

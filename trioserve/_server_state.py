@@ -20,6 +20,7 @@ import trio
 
 from ._logging import AccessLogger
 from .protocol._http11_policy import RequestLimits
+from .protocol._proxy import ForwardedHeaders, TrustedProxies
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -81,8 +82,8 @@ class ServerState:
         self.shutdown_requested = shutdown_requested
         #: Connections open now; only :meth:`begin_shutdown` walks it.
         self.connections: set[Shutdownable] = set()
-        #: Scopes of TLS handshakes in progress; shutdown drops them, since a
-        #: connection that only now completes its handshake would be idle anyway.
+        #: Scopes of TLS handshakes and PROXY headers in progress; shutdown drops
+        #: them, since a connection that only now begins would be idle anyway.
         self.handshakes: set[trio.CancelScope] = set()
         #: Requests being served now (``limit_concurrency`` counts these).
         self.active_requests = 0
@@ -106,6 +107,14 @@ class ServerState:
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in config.headers
         ]
         self.access_log = AccessLogger(config.access_log_format) if config.accesslog else None
+        #: The peers in ``forwarded_allow_ips``.
+        self.proxies = TrustedProxies(config.forwarded_allow_ips)
+        #: How the forwarding headers of trusted peers are applied (``None``: not at all).
+        self.forwarded_headers = (
+            ForwardedHeaders(config.proxy_headers_mode, self.proxies)
+            if config.proxy_headers
+            else None
+        )
 
     def own_headers(self, headers: Sequence[tuple[bytes, bytes]] = ()) -> Headers:
         """The ``server`` and ``date`` fields trioserve adds to a response whose

@@ -250,6 +250,9 @@ class Transport:
       stream: the connected stream. A plain socket (:class:`trio.SocketStream`)
           is taken over and used through :class:`SocketFdStream`.
       write_timeout: seconds a write may wait for the peer to read.
+      received: bytes of the connection already read from the stream (read
+          ahead of a PROXY header that was not there), the first bytes the
+          protocol will take.
 
     Attributes:
       buffered: bytes received that nobody has taken yet.
@@ -273,14 +276,16 @@ class Transport:
         "peer_closed",
     )
 
-    def __init__(self, stream: trio.abc.Stream, write_timeout: float) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, write_timeout: float, received: bytes = b""
+    ) -> None:
         if isinstance(stream, trio.SocketStream):
             stream = SocketFdStream(stream.socket)
         self._stream = stream
         self._direct = stream if isinstance(stream, SocketFdStream) else None
         self._write_timeout = write_timeout
-        self._pending: list[bytes | bytearray] = []
-        self.buffered = 0
+        self._pending: list[bytes | bytearray] = [received] if received else []
+        self.buffered = len(received)
         self._discarding = False
         self._data_lot = trio.lowlevel.ParkingLot()
         # Made when first needed: most connections never wait for room to read or

@@ -176,6 +176,8 @@ PLAIN_FIELDS = [
     b"Content-Length: 12",
     b"Accept: */*",
     b"Connection: Keep-Alive, Close",
+    b"X-Forwarded-For: 192.0.2.1",
+    b"forwarded: for=192.0.2.1",
 ]
 
 header_line = st.one_of(
@@ -252,6 +254,7 @@ PLAIN = [
     b"HEAD / HTTP/1.1\r\nhost:a\r\nConnection: close\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-Y: \t a b \r\n\r\nabc",
     b"PUT /p HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
 ]
 
 
@@ -277,6 +280,7 @@ NOT_PLAIN = [
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
     b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",  # obs-fold
     b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\nHost: a\r\nForwarded: proto=https\r\n\r\n",
 ]
 
 

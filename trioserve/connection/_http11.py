@@ -48,6 +48,7 @@ from ..protocol._asgi_ws import build_websocket_scope
 from ..protocol._events import BodyChunk, RequestEnd, RequestHead, Signal
 from ..protocol._http11 import HTTP11Protocol
 from ..protocol._http11_writer import error_body
+from ..protocol._proxy import ForwardedHeaders
 from ..protocol._websocket import check_handshake, is_websocket_upgrade
 from ._keep_alive import KeepAlive
 from ._request import RequestCycle, ResponseHead
@@ -296,6 +297,8 @@ class HTTP11Connection:
       scheme: ``"http"`` or ``"https"``.
       extensions: ASGI scope extensions of this connection (e.g. ``tls``), copied
           into every request scope.
+      forwarded: applies forwarding headers to the scopes, when the peer is a
+          trusted proxy; ``None`` leaves them as they are.
     """
 
     __slots__ = (
@@ -303,6 +306,7 @@ class HTTP11Connection:
         "_channel",
         "_cycle",
         "_extensions",
+        "_forwarded",
         "_keep_alive",
         "_proto",
         "_server",
@@ -318,8 +322,10 @@ class HTTP11Connection:
         sockname: tuple[str, int | None] | None,
         scheme: str = "http",
         extensions: dict[str, dict[str, object]] | None = None,
+        forwarded: ForwardedHeaders | None = None,
     ) -> None:
         self._transport = transport
+        self._forwarded = forwarded
         self._server = server
         self._extensions = extensions
         self._base_scope: dict[str, Any] = {
@@ -452,6 +458,8 @@ class HTTP11Connection:
         scope = build_http_scope(
             head, self._base_scope, server.config.root_path, server.lifespan_state
         )
+        if head.forwarded and self._forwarded is not None:
+            self._forwarded.apply(scope)
         if self._extensions:
             scope["extensions"].update(
                 (name, value.copy()) for name, value in self._extensions.items()
@@ -512,6 +520,8 @@ class HTTP11Connection:
             server.lifespan_state,
             request.subprotocols,
         )
+        if head.forwarded and self._forwarded is not None:
+            self._forwarded.apply(scope)
         if self._extensions:
             scope["extensions"].update(
                 (name, value.copy()) for name, value in self._extensions.items()

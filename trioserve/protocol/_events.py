@@ -30,6 +30,9 @@ class RequestHead:
     headers: list[tuple[bytes, bytes]]
     #: The request has an ``Upgrade`` field: it offers to switch protocols.
     upgrade: bool = False
+    #: The request has a forwarding header (``Forwarded``, ``X-Forwarded-*``): its
+    #: scope may need rewriting when it comes from a trusted proxy.
+    forwarded: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -266,7 +266,7 @@ class RequestParser:
             if field is None:
                 return None
             headers.append((field[1].lower(), field[2]))
-        hosts, lengths, _, close, special = scan_fields(headers)
+        hosts, lengths, _, close, special, forwarded = scan_fields(headers)
         http10 = version == b"1.0"
         if special or hosts > 1 or not (hosts or http10):
             return None
@@ -278,7 +278,7 @@ class RequestParser:
         self._buf = buf[end + 4 :]
         self._stage = _BODY
         self._body_left = int(length) if length is not None else 0
-        return self._begin(method, target, version, headers, close)
+        return self._begin(method, target, version, headers, close, forwarded=forwarded)
 
     def _begin(
         self,
@@ -288,6 +288,8 @@ class RequestParser:
         headers: list[tuple[bytes, bytes]],
         close: bool,
         upgrade: bool = False,
+        *,
+        forwarded: bool,
     ) -> RequestHead:
         # h11's keep-alive rule: HTTP/1.1 without "close" among the Connection tokens.
         http10 = version != b"1.1"
@@ -296,7 +298,7 @@ class RequestParser:
         self._http10 = http10
         self._keep_alive = keep_alive
         self._head_request = method == b"HEAD"
-        return RequestHead(method, target, version, headers, upgrade)
+        return RequestHead(method, target, version, headers, upgrade, forwarded)
 
     def _plain_body_event(self) -> BodyChunk | RequestEnd | Signal:
         left = self._body_left
@@ -398,7 +400,13 @@ class RequestParser:
         # Only h11 parses requests with an Upgrade field.
         upgrade = any(name == b"upgrade" for name, _ in headers)
         return self._begin(
-            event.method, event.target, event.http_version, headers, facts[3], upgrade
+            event.method,
+            event.target,
+            event.http_version,
+            headers,
+            facts[3],
+            upgrade,
+            forwarded=facts[5],
         )
 
     def _h11(self) -> h11.Connection:

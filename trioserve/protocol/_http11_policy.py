@@ -25,6 +25,7 @@ import re
 import h11
 
 from .._errors import RemoteProtocolError
+from ._proxy import FORWARDING_HEADERS
 
 __all__ = [
     "ChunkScanner",
@@ -63,6 +64,7 @@ _ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*@?[^/?#@]+")
 # Fields whose presence takes a request off the fast path: their meaning needs
 # h11's state machine (a chunked body, 100-continue, a protocol switch).
 _SPECIAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+_NOTABLE = _SPECIAL | FORWARDING_HEADERS
 
 
 def head_bytes(raw: bytes | bytearray) -> bytes | bytearray:
@@ -79,8 +81,9 @@ def comma_tokens(value: bytes) -> list[bytes]:
 #: What :func:`scan_fields` finds in a request's header fields: the number of
 #: Host fields, the Content-Length values, the Transfer-Encoding value (the last
 #: one), whether a Connection field asks to close, and whether a field needs h11
-#: (Transfer-Encoding, Expect, Upgrade).
-FieldFacts = tuple[int, list[bytes], "bytes | None", bool, bool]
+#: (Transfer-Encoding, Expect, Upgrade), and whether there is a forwarding header
+#: (``Forwarded``, ``X-Forwarded-*``).
+FieldFacts = tuple[int, list[bytes], "bytes | None", bool, bool, bool]
 
 
 def scan_fields(headers: list[tuple[bytes, bytes]]) -> FieldFacts:
@@ -88,7 +91,7 @@ def scan_fields(headers: list[tuple[bytes, bytes]]) -> FieldFacts:
     hosts = 0
     lengths: list[bytes] = []
     transfer_encoding = None
-    close = special = False
+    close = special = forwarded = False
     for name, value in headers:
         if name == b"host":
             hosts += 1
@@ -96,11 +99,16 @@ def scan_fields(headers: list[tuple[bytes, bytes]]) -> FieldFacts:
             lengths.append(value)
         elif name == b"connection":
             close = close or b"close" in comma_tokens(value)
-        elif name in _SPECIAL:
-            special = True
-            if name == b"transfer-encoding":
-                transfer_encoding = value
-    return hosts, lengths, transfer_encoding, close, special
+        elif name in _NOTABLE:
+            # One set lookup for both kinds, so that an ordinary field costs no
+            # more than before forwarding headers were looked for.
+            if name in FORWARDING_HEADERS:
+                forwarded = True
+            else:
+                special = True
+                if name == b"transfer-encoding":
+                    transfer_encoding = value
+    return hosts, lengths, transfer_encoding, close, special, forwarded
 
 
 def check_body_size(limits: RequestLimits, content_length: bytes | None) -> bool:
@@ -133,7 +141,7 @@ def check_request(
         raise RemoteProtocolError(f"HTTP/{http_version.decode()} is not supported", 505)
     if header_count > limits.max_header_count:
         raise RemoteProtocolError("Too many header fields", 431)
-    hosts, lengths, transfer_encoding, _, _ = facts
+    hosts, lengths, transfer_encoding, _, _, _ = facts
     if hosts > 1:
         raise RemoteProtocolError("More than one Host header field")
     if transfer_encoding is not None:
