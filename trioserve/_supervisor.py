@@ -391,13 +391,13 @@ class _Supervisor:
                     slot.send.send_nowait(_REPLACE)
             elif signum == signal.SIGTTIN:
                 self._add_slot(initial=False)
-                logger.info("Received SIGTTIN; now %d workers", len(self.slots))
+                logger.info("Received SIGTTIN; adding a worker (now %d)", len(self.slots))
             elif signum == signal.SIGTTOU:
                 if len(self.slots) == 1:
                     logger.info("Received SIGTTOU; keeping the last worker")
                     continue
                 self.slots.pop().send.send_nowait(_RETIRE)
-                logger.info("Received SIGTTOU; now %d workers", len(self.slots))
+                logger.info("Received SIGTTOU; retiring a worker (now %d)", len(self.slots))
             elif signum == signal.SIGUSR1:
                 reopen_log_files()
                 for worker in list(self.live):

@@ -272,4 +272,3 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     sys.exit(trio.run(_run, app, config, control_fd, status_fd))
-
