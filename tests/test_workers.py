@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trustme
 
 APPS_DIR = Path(__file__).parent / "fixtures" / "apps"
 SERVING = r"Serving on (http://127\.0\.0\.1:\d+)"
@@ -327,6 +329,11 @@ async def test_sighup_replaces_every_worker_without_a_failed_request() -> None:
             await load.until(load.done + 20)
             load.running = False
         assert not new & old
+        # Overlap: a new worker was ready before an old one began to shut down.
+        text = server.log.text
+        first_ready = min(text.index(f"Worker {pid} ready") for pid in new)
+        first_stop = min(text.index(f"[{pid}] [INFO] Shutting down") for pid in old)
+        assert first_ready < first_stop
         assert load.failures == []
         assert new <= load.pids
         assert await pids_serving(url, new) == new
@@ -476,3 +483,41 @@ async def test_a_second_sigterm_kills_workers_that_are_still_finishing() -> None
             await server.log.next("Received SIGTERM again; killing the workers")
             assert await server.finish() == 130
         await wait_gone(pids)
+
+
+@pytest.mark.parametrize("value", ["zero", "0"])
+async def test_a_bad_web_concurrency_exits_2_with_one_line(value: str) -> None:
+    async with supervisor(
+        "fx_workers:app", "-b", "127.0.0.1:0", env={"WEB_CONCURRENCY": value}
+    ) as server:
+        assert await server.finish() == 2
+    assert server.log.text.splitlines() == [
+        f"Error: WEB_CONCURRENCY must be an integer >= 1, got '{value}'"
+    ]
+
+
+async def test_workers_serve_tls_on_the_inherited_socket(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    async with supervisor(
+        "fx_workers:app",
+        "-w",
+        "2",
+        "-b",
+        "127.0.0.1:0",
+        "--certfile",
+        str(certfile),
+        "--keyfile",
+        str(keyfile),
+    ) as server:
+        url = (await server.log.next(r"Serving on (https://127\.0\.0\.1:\d+)")).group(1)
+        pids = await server.ready_pids(2)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        async with httpx.AsyncClient(verify=context, trust_env=False) as client:
+            with trio.fail_after(10):
+                response = await client.get(url)
+        assert response.json()["pid"] in pids
