@@ -96,7 +96,6 @@ class _Worker:
         self.ready_at = math.inf
         self.stopping = False
         self.recycling = False
-        self.unhealthy = False
         self.error: tuple[int, str] | None = None
         # Set once it is ready or has exited, whichever comes first.
         self.settled = trio.Event()
@@ -365,7 +364,6 @@ class _Supervisor:
                     worker.error = (int(code), message)
                 continue
             logger.error("Worker %d sent no heartbeat for %gs; killing it", worker.pid, timeout)
-            worker.unhealthy = True
             worker.kill()
             return
 
