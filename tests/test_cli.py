@@ -63,6 +63,10 @@ REQUIRED_FLAGS = [
     "--limit-concurrency",
     "--max-requests",
     "--max-requests-jitter",
+    "--workers",
+    "-w",
+    "--worker-healthcheck-timeout",
+    "--worker-max-rss",
     "--root-path",
     "--lifespan",
     "--cancel-on-disconnect",
@@ -177,6 +181,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
         "TLS",
         "Timeouts",
         "Limits",
+        "Workers",
         "WebSockets",
         "Logging",
         "Other",
@@ -194,6 +199,8 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
     for flag in ("--proxy-headers", "--forwarded-allow-ips", "--proxy-headers-mode"):
         assert flag in sections["Proxies"]
     assert "--proxy-protocol" in sections["Proxies"]
+    assert "-w, --workers" in sections["Workers"]
+    assert "--worker-max-rss MIB" in sections["Workers"]
     assert "--factory" in sections["Application"]
     assert "--header NAME:VALUE" in sections["Application"]
 
@@ -221,8 +228,10 @@ def test_missing_app_is_a_usage_error() -> None:
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    """--workers is Hypercorn's; trioserve has no such flag."""
-    assert_usage_error(invoke(UNSERVED_APP, "--workers", "4"), "No such option", "--workers")
+    """--worker-class is Hypercorn's; trioserve has no such flag."""
+    assert_usage_error(
+        invoke(UNSERVED_APP, "--worker-class", "trio"), "No such option", "--worker-class"
+    )
 
 
 @pytest.mark.parametrize(
@@ -300,12 +309,12 @@ def test_hypercorn_only_keys_in_config_file_are_warned_once_each_and_ignored(
     """The config is used (the command goes on to load the app, which is missing
     here, so it stops with exit 3 before serving)."""
     config = tmp_path / "hypercorn.toml"
-    config.write_text('workers = 4\nworker_class = "trio"\nkeep_alive_timeout = 9\n')
+    config.write_text('pid_path = "/run/a.pid"\nworker_class = "trio"\nkeep_alive_timeout = 9\n')
     result = invoke("fx_no_such_module:app", "--config", str(config), "--app-dir", str(APPS_DIR))
     assert_one_line_error(result, 3, "module 'fx_no_such_module' not found")
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
     assert len(warnings) == 2
-    assert sum("'workers'" in line for line in warnings) == 1
+    assert sum("'pid_path'" in line for line in warnings) == 1
     assert sum("'worker_class'" in line for line in warnings) == 1
 
 

@@ -30,7 +30,7 @@ HYPERCORN_TOML = CONFIG_DIR / "hypercorn.toml"
 HYPERCORN_PY = CONFIG_DIR / "hypercorn_config.py"
 
 #: The Hypercorn-only keys hypercorn.toml and hypercorn_config.py set.
-IGNORED_IN_FIXTURE = {"workers", "worker_class", "use_reloader", "server_names", "pid_path"}
+IGNORED_IN_FIXTURE = {"worker_class", "use_reloader", "server_names", "pid_path"}
 
 FIXTURE_MODULES = {p.stem for p in CONFIG_DIR.glob("*.py")}
 
@@ -98,6 +98,7 @@ def test_hypercorn_toml_python_module_and_python_file_load_to_equal_configs() ->
         h11_max_incomplete_size=32768,
         max_requests=1000,
         max_requests_jitter=50,
+        workers=4,
         root_path="/api",
         include_server_header=False,
         include_date_header=True,
@@ -139,7 +140,6 @@ def test_toml_lists_and_octal_become_normalised_values(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "toml_value"),
     [
-        ("workers", "4"),
         ("worker_class", '"uvloop"'),
         ("use_reloader", "true"),
         ("server_names", '["example.com"]'),
@@ -154,7 +154,7 @@ def test_hypercorn_only_key_gives_exactly_one_warning_naming_it(
     tmp_path: Path, key: str, toml_value: str
 ) -> None:
     """Ignored with one warning, not an error: the file works unchanged (a strict
-    loader that refuses them breaks every Hypercorn config with ``workers``)."""
+    loader that refuses them breaks every Hypercorn config with ``worker_class``)."""
     source = write_toml(tmp_path, f"{key} = {toml_value}\nkeep_alive_timeout = 9\n")
     with pytest.warns(ConfigWarning) as record:
         config = load_config(source)

@@ -55,7 +55,7 @@ def test_hypercorn_toml_example_loads_with_one_warning() -> None:
         warnings.simplefilter("always")
         config = load_config(str(ROOT / "docs" / "examples" / "hypercorn.toml"))
     assert [str(w.message) for w in caught if w.category is ConfigWarning] == [
-        f"{ROOT / 'docs' / 'examples' / 'hypercorn.toml'}: Hypercorn setting 'workers' "
+        f"{ROOT / 'docs' / 'examples' / 'hypercorn.toml'}: Hypercorn setting 'worker_class' "
         "is not supported by trioserve; ignored"
     ]
     assert config == Config(
@@ -67,4 +67,5 @@ def test_hypercorn_toml_example_loads_with_one_warning() -> None:
         accesslog="-",
         errorlog="-",
         loglevel="INFO",
+        workers=2,
     )

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
+
+if TYPE_CHECKING:
+    from ._systemd import Notifier
 
 __all__ = ["cli", "main"]
 
@@ -71,6 +75,9 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Limits", ("--limit-concurrency",), "limit_concurrency", int, {}),
     ("Limits", ("--max-requests",), "max_requests", int, {}),
     ("Limits", ("--max-requests-jitter",), "max_requests_jitter", int, {}),
+    ("Workers", ("--workers", "-w"), "workers", int, {}),
+    ("Workers", ("--worker-healthcheck-timeout",), "worker_healthcheck_timeout", float, {}),
+    ("Workers", ("--worker-max-rss",), "worker_max_rss", int, {"metavar": "MIB"}),
     ("Limits", ("--h11-max-incomplete-size",), "h11_max_incomplete_size", int, {}),
     ("Application", ("--root-path",), "root_path", str, {}),
     ("Proxies", ("--proxy-headers/--no-proxy-headers",), "proxy_headers", bool, {}),
@@ -228,7 +235,58 @@ def _build_config(
         overrides["bind"] = binds
     if "umask" in overrides:
         overrides["umask"] = str(overrides["umask"])
+    if "workers" not in overrides and config.workers == Config().workers:
+        web_concurrency = _web_concurrency()
+        if web_concurrency is not None:
+            overrides["workers"] = web_concurrency
     return config.replace(**overrides)
+
+
+def _web_concurrency() -> int | None:
+    """``WEB_CONCURRENCY``, the worker count platforms such as Heroku set: the
+    default of ``workers`` when no flag, variable or file sets it (as in uvicorn)."""
+    text = os.environ.get("WEB_CONCURRENCY")
+    if text is None:
+        return None
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ConfigError(f"WEB_CONCURRENCY must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _socket_activation(config: Config, explicit_bind: bool) -> tuple[Config, list[str]]:
+    """Add the sockets systemd passed (``LISTEN_FDS``) as ``fd://N`` binds; they
+    replace the default bind, and are served next to binds given explicitly.
+    Returns the config and a description of each socket for the log."""
+    from ._systemd import take_listen_fds
+
+    fds = take_listen_fds(os.environ)
+    if not fds:
+        return config, []
+    binds = [f"fd://{fd}" for fd, _ in fds]
+    if explicit_bind:
+        binds = [*config.bind, *binds]
+    names = [f"fd://{fd} ({name})" for fd, name in fds]
+    return config.replace(bind=binds), names
+
+
+def _run_workers(
+    config: Config, app: str, factory: bool, app_dir: str, notifier: Notifier | None
+) -> NoReturn:
+    """``workers > 1``: the supervisor, which never imports the app itself."""
+    import trio
+
+    from ._supervisor import AppSpec, supervise
+
+    try:
+        code, message = trio.run(supervise, config, AppSpec(app, factory, app_dir), notifier)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except BindError as exc:
+        _fail(str(exc), 3)
+    if message is not None:
+        _fail(message, code)
+    sys.exit(code)
 
 
 def _command(function: Any) -> click.Command:
@@ -296,7 +354,10 @@ def cli(
         sys.path.insert(0, app_dir)
     try:
         config = _build_config(config_source, host, port, uds, fd, keys)
+        explicit_bind = bool(keys.get("bind")) or config.bind != Config().bind
+        config, activated = _socket_activation(config, explicit_bind)
         from ._logging import configure_logging
+        from ._systemd import Notifier
 
         configure_logging(
             loglevel=config.loglevel,
@@ -304,8 +365,13 @@ def cli(
             accesslog=config.accesslog,
             logconfig=config.logconfig,
         )
+        notifier = Notifier.from_environ(os.environ, os.getpid())
     except ConfigError as exc:
         _fail(str(exc), 2)
+    if activated:
+        logging.getLogger("trioserve.error").info("Socket activation: %s", ", ".join(activated))
+    if config.workers > 1:
+        _run_workers(config, app, factory, app_dir, notifier)
     # Imported here so that `--help` and config errors stay fast.
     import trio
 
@@ -323,7 +389,12 @@ def cli(
     gc.collect()
     gc.freeze()
     try:
-        trio.run(serve, asgi_app, config)
+        if notifier is None:
+            trio.run(serve, asgi_app, config)
+        else:
+            from ._worker import serve_with_notify
+
+            trio.run(serve_with_notify, asgi_app, config, notifier)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (AppLoadError, LifespanFailure, BindError) as exc:

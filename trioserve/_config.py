@@ -312,6 +312,31 @@ class Config:
         _non_negative_int,
         hypercorn=True,
     )
+    workers: int = _key(
+        1,
+        "Number of worker processes. With more than 1, a supervisor binds every address "
+        "once and runs this many workers that share the sockets; it replaces a worker "
+        "that dies and restarts them all on SIGHUP (``docs/workers.md``). The command "
+        "line takes ``WEB_CONCURRENCY`` as the default.",
+        _positive_int,
+        hypercorn=True,
+    )
+    worker_healthcheck_timeout: float = _key(
+        30.0,
+        "Seconds a worker may go without a heartbeat (its event loop blocked, e.g. by "
+        "a blocking call in an async handler) before the supervisor kills and replaces "
+        "it. ``None``: no health check.",
+        _seconds,
+        hypercorn=False,
+    )
+    worker_max_rss: int | None = _key(
+        None,
+        "Resident memory in MiB above which a worker is replaced gracefully (a new "
+        "worker starts first, then the old one finishes its requests). Linux only. "
+        "``None``: no limit.",
+        _optional_positive_int,
+        hypercorn=False,
+    )
     root_path: str = _key(
         "",
         "The ASGI ``root_path``: the prefix under which the app is mounted, "

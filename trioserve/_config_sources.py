@@ -58,7 +58,6 @@ HYPERCORN_ONLY_KEYS = frozenset(
         "user",
         "verify_flags",
         "worker_class",
-        "workers",
         "wsgi_max_body_size",
     }
 )

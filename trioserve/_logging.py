@@ -38,6 +38,7 @@ __all__ = [
     "AccessLogger",
     "configure_logging",
     "escape",
+    "reopen_log_files",
 ]
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
@@ -228,7 +229,7 @@ def configure_logging(
     error.handlers.clear()
     if errorlog is not None:
         handler: logging.Handler = (
-            logging.StreamHandler(sys.stderr) if errorlog == "-" else logging.FileHandler(errorlog)
+            logging.StreamHandler(sys.stderr) if errorlog == "-" else _LogFileHandler(errorlog)
         )
         handler.setFormatter(formatter)
         error.addHandler(handler)
@@ -240,14 +241,39 @@ def configure_logging(
     access.handlers.clear()
     if accesslog is not None:
         access.addHandler(
-            logging.StreamHandler(sys.stdout)
-            if accesslog == "-"
-            else logging.FileHandler(accesslog)
+            logging.StreamHandler(sys.stdout) if accesslog == "-" else _LogFileHandler(accesslog)
         )
     else:
         access.addHandler(logging.NullHandler())
     if logconfig is not None:
         _apply_logconfig(logconfig)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """A log file that can be reopened at its path, for log rotation."""
+
+    def reopen(self) -> None:
+        """Close the file and open the path again (a rotated file was renamed away)."""
+        self.acquire()
+        try:
+            old = self.stream
+            self.stream = self._open()
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def reopen_log_files() -> None:
+    """Reopen the error and access log files that :func:`configure_logging` opened
+    (what SIGUSR1 does): after a log rotation renamed them, new lines go to new
+    files at the configured paths. Handlers a ``logconfig`` file set up are left
+    alone (``logging.handlers.WatchedFileHandler`` follows renames by itself).
+    """
+    for name in ("trioserve.error", "trioserve.access"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, _LogFileHandler):
+                handler.reopen()
 
 
 def _apply_logconfig(spec: str) -> None:

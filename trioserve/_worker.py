@@ -1,0 +1,274 @@
+"""One serving process under a process manager: a worker of the supervisor, or
+the single process of a systemd ``Type=notify`` service.
+
+A worker is started by :mod:`trioserve._supervisor` as ``python -c 'from
+trioserve._worker import main; main()' CONTROL_FD STATUS_FD``, with the listening sockets inherited
+(its configuration binds them as ``fd://N``):
+
+- it reads its :class:`WorkerSpec` (the configuration and where the app is)
+  from the control pipe, pickled behind an 8-byte length; the pipe then stays
+  open, and its end (EOF) means the supervisor is gone: the worker shuts down;
+- it loads the app, serves, and writes one line per message to the status
+  pipe: ``ready`` once it is listening, ``beat`` every heartbeat interval from
+  a task of its event loop (a loop that is blocked stops the beats, and the
+  supervisor kills the worker), and ``error CODE MESSAGE`` when it cannot start
+  (the supervisor prints the message and exits with the code; the worker
+  prints nothing);
+- SIGTERM is a graceful shutdown, SIGUSR1 reopens the log files. SIGINT,
+  SIGHUP, SIGTTIN and SIGTTOU are ignored: a terminal sends them to the whole
+  process group, and what they mean is for the supervisor to decide (Ctrl+C
+  reaches every worker at once; the supervisor then stops them in order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+import os
+import pickle
+import signal
+import struct
+import sys
+from functools import partial
+
+import trio
+
+from ._config import Config
+from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
+from ._listeners import open_listeners_with_tls
+from ._serve import serve_listeners
+from ._systemd import Notifier
+from ._tls import create_server_tls
+from ._types import ASGIApp
+
+__all__ = [
+    "WorkerSpec",
+    "encode_spec",
+    "heartbeat_interval",
+    "main",
+    "serve_until",
+    "serve_with_notify",
+]
+
+logger = logging.getLogger("trioserve.error")
+
+_LENGTH = struct.Struct("!Q")
+#: Seconds between heartbeats at most; a short health check makes them closer.
+_MAX_HEARTBEAT_INTERVAL = 1.0
+#: Signals a terminal sends to the whole process group; the supervisor acts on them.
+_GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to serve: its configuration (binds as ``fd://N``) and
+    the app as the command line named it."""
+
+    config: Config
+    app: str
+    factory: bool
+    app_dir: str
+
+
+def encode_spec(spec: WorkerSpec) -> bytes:
+    """``spec`` as the supervisor writes it to the control pipe."""
+    data = pickle.dumps(spec)
+    return _LENGTH.pack(len(data)) + data
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """Seconds between heartbeats for a health check of ``timeout`` seconds:
+    several beats fit in the timeout, so one late beat is not a missed one."""
+    return min(_MAX_HEARTBEAT_INTERVAL, timeout / 4) if math.isfinite(timeout) else 1.0
+
+
+async def serve_until(
+    app: ASGIApp,
+    config: Config,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`trioserve.serve` that shuts down when ``stop`` is set and installs
+    no signal handlers (the caller decides what a signal means)."""
+    tls = create_server_tls(config)
+    await serve_listeners(
+        app,
+        config,
+        partial(open_listeners_with_tls, tls=tls),
+        scheme="http",
+        task_status=task_status,
+        shutdown_trigger=stop.wait,
+        install_signal_handlers=False,
+    )
+
+
+async def _serve_then_cancel(
+    app: ASGIApp,
+    config: Config,
+    stop: trio.Event,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_until(app, config, stop, task_status=task_status)
+    scope.cancel()
+
+
+async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) -> None:
+    """Serve in this process and tell the service manager: ``READY=1`` once
+    listening, ``STOPPING=1`` when shutdown begins, ``WATCHDOG=1`` pings.
+
+    SIGINT and SIGTERM shut down gracefully, as with :func:`trioserve.serve`.
+
+    Raises:
+      ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
+    """
+    stop = trio.Event()
+    error: ConfigError | LifespanFailure | BindError | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_stop_on_signal, stop, notifier)
+        try:
+            await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
+        except (ConfigError, LifespanFailure, BindError) as exc:
+            # Raised outside the nursery, so that the caller sees the error itself.
+            error = exc
+            nursery.cancel_scope.cancel()
+        else:
+            notifier.notify("READY=1")
+            nursery.start_soon(notifier.watchdog)
+    if not stop.is_set():
+        notifier.notify("STOPPING=1")
+    if error is not None:
+        raise error
+
+
+async def _stop_on_signal(
+    stop: trio.Event,
+    notifier: Notifier,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
+            notifier.notify("STOPPING=1")
+            stop.set()
+            # Leaving the receiver gives a second Ctrl+C its default meaning: exit now.
+            return
+
+
+# -- the worker process -------------------------------------------------------------
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the supervisor closed the control pipe")
+        data += chunk
+    return data
+
+
+def _read_spec(fd: int) -> WorkerSpec:
+    (size,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
+    spec = pickle.loads(_read_exactly(fd, size))
+    assert isinstance(spec, WorkerSpec)
+    return spec
+
+
+def _error_line(code: int, message: str) -> bytes:
+    return f"error {code} {' '.join(message.split())}\n".encode()
+
+
+async def _watch_supervisor(control: trio.lowlevel.FdStream, stop: trio.Event) -> None:
+    async with control:
+        while await control.receive_some():
+            pass
+    logger.warning("The supervisor is gone; shutting down")
+    stop.set()
+
+
+async def _handle_signals(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    from ._logging import reopen_log_files
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1, *_GROUP_SIGNALS) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGTERM:
+                stop.set()
+            elif signum == signal.SIGUSR1:
+                reopen_log_files()
+                logger.info("Reopened the log files")
+
+
+async def _heartbeat(status: trio.lowlevel.FdStream, interval: float, stop: trio.Event) -> None:
+    try:
+        while True:
+            await status.send_all(b"beat\n")
+            await trio.sleep(interval)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stop.set()
+
+
+async def _run(app: ASGIApp, config: Config, control_fd: int, status_fd: int) -> int:
+    status = trio.lowlevel.FdStream(status_fd)
+    stop = trio.Event()
+    code = 0
+    async with status, trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_supervisor, trio.lowlevel.FdStream(control_fd), stop)
+        await nursery.start(_handle_signals, stop)
+        try:
+            await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
+        except ConfigError as exc:
+            code = 2
+            await status.send_all(_error_line(code, str(exc)))
+            nursery.cancel_scope.cancel()
+        except (LifespanFailure, BindError) as exc:
+            code = 3
+            await status.send_all(_error_line(code, str(exc)))
+            nursery.cancel_scope.cancel()
+        else:
+            await status.send_all(b"ready\n")
+            interval = heartbeat_interval(config.worker_healthcheck_timeout)
+            nursery.start_soon(_heartbeat, status, interval, stop)
+    return code
+
+
+def main() -> None:
+    """Run a worker; ``sys.argv[1:]`` are the control and status pipe descriptors."""
+    # Until the event loop takes them over: a group signal must not end the worker
+    # while it starts (SIGTERM may; the supervisor sends it to stop a worker).
+    for signum in (*_GROUP_SIGNALS, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+    control_fd, status_fd = int(sys.argv[1]), int(sys.argv[2])
+    spec = _read_spec(control_fd)
+    config = spec.config
+    from ._app_loader import load_app
+    from ._logging import configure_logging
+
+    try:
+        configure_logging(
+            loglevel=config.loglevel,
+            errorlog=config.errorlog,
+            accesslog=config.accesslog,
+            logconfig=config.logconfig,
+        )
+        app = load_app(spec.app, factory=spec.factory, app_dir=spec.app_dir)
+    except ConfigError as exc:
+        os.write(status_fd, _error_line(2, str(exc)))
+        sys.exit(2)
+    except AppLoadError as exc:
+        os.write(status_fd, _error_line(3, str(exc)))
+        sys.exit(3)
+    # As in the single-process command: what lives as long as the process
+    # leaves the collector's reach.
+    gc.collect()
+    gc.freeze()
+    sys.exit(trio.run(_run, app, config, control_fd, status_fd))
