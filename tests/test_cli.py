@@ -173,6 +173,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
         "Limits",
         "WebSockets",
         "Logging",
+        "Development",
         "Other",
     ]
     listed = "".join(sections.values())

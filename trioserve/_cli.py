@@ -29,7 +29,7 @@ from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run_app"]
 
 _DOCS = {
     field.name: " ".join(field.metadata["doc"].replace("``", "").split())
@@ -125,6 +125,29 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Logging", ("--error-logfile",), "errorlog", str, {"metavar": "PATH|-"}),
     ("Logging", ("--access-logformat",), "access_log_format", str, {"metavar": "FORMAT"}),
     ("Logging", ("--log-config",), "logconfig", str, {"metavar": "PATH"}),
+    ("Development", ("--reload/--no-reload",), "reload", bool, {}),
+    (
+        "Development",
+        ("--reload-dir",),
+        "reload_dirs",
+        click.Path(file_okay=False),
+        {"multiple": True},
+    ),
+    (
+        "Development",
+        ("--reload-include",),
+        "reload_includes",
+        str,
+        {"multiple": True, "metavar": "GLOB"},
+    ),
+    (
+        "Development",
+        ("--reload-exclude",),
+        "reload_excludes",
+        str,
+        {"multiple": True, "metavar": "GLOB"},
+    ),
+    ("Development", ("--reload-delay",), "reload_delay", float, {}),
 ]
 
 _GROUP_ORDER = [
@@ -284,6 +307,38 @@ def cli(
         )
     except ConfigError as exc:
         _fail(str(exc), 2)
+    if config.reload:
+        _run_reloader(app, factory, app_dir, config)
+    run_app(app, factory=factory, app_dir=app_dir, config=config)
+
+
+def _run_reloader(app: str, factory: bool, app_dir: str, config: Config) -> NoReturn:
+    # Before the app is loaded: the reloader process never imports it.
+    from ._reload import ServerCommand, run_reloader
+
+    try:
+        code = run_reloader(ServerCommand(app, factory, app_dir, config))
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except BindError as exc:
+        _fail(str(exc), 3)
+    sys.exit(code)
+
+
+def run_app(
+    app: str,
+    *,
+    factory: bool,
+    app_dir: str,
+    config: Config,
+) -> None:
+    """Load the app named ``app`` and serve it until shut down, the way the command
+    does.
+
+    Exits (``SystemExit``) with one ``Error:`` line: 2 for a configuration error, 3
+    when the app cannot be loaded, lifespan startup fails or a bind fails; 130 on a
+    second Ctrl+C.
+    """
     # Imported here so that `--help` and config errors stay fast.
     import trio
 
