@@ -116,7 +116,9 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
             target = logging.getLogger(name)
             target.handlers[:] = source.handlers
             target.setLevel(source.level)
-            target.propagate = False
+            # A logconfig may leave gunicorn's loggers without handlers, passing
+            # their records up to the root logger: then so do trioserve's.
+            target.propagate = source.propagate
 
     async def _serve(self, config: Config) -> int:
         graceful = trio.Event()
