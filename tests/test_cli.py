@@ -184,6 +184,7 @@ def test_help_lists_option_groups_and_the_required_flags() -> None:
         "Workers",
         "WebSockets",
         "Logging",
+        "Development",
         "Other",
     ]
     listed = "".join(sections.values())

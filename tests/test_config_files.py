@@ -30,7 +30,7 @@ HYPERCORN_TOML = CONFIG_DIR / "hypercorn.toml"
 HYPERCORN_PY = CONFIG_DIR / "hypercorn_config.py"
 
 #: The Hypercorn-only keys hypercorn.toml and hypercorn_config.py set.
-IGNORED_IN_FIXTURE = {"worker_class", "use_reloader", "server_names", "pid_path"}
+IGNORED_IN_FIXTURE = {"worker_class", "server_names", "pid_path"}
 
 FIXTURE_MODULES = {p.stem for p in CONFIG_DIR.glob("*.py")}
 
@@ -141,7 +141,6 @@ def test_toml_lists_and_octal_become_normalised_values(tmp_path: Path) -> None:
     ("key", "toml_value"),
     [
         ("worker_class", '"uvloop"'),
-        ("use_reloader", "true"),
         ("server_names", '["example.com"]'),
         ("pid_path", '"/run/app.pid"'),
         ("max_app_queue_size", "10"),

@@ -33,7 +33,7 @@ from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 if TYPE_CHECKING:
     from ._systemd import Notifier
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run_app"]
 
 _DOCS = {
     field.name: " ".join(field.metadata["doc"].replace("``", "").split())
@@ -154,6 +154,29 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
     ("Logging", ("--error-logfile",), "errorlog", str, {"metavar": "PATH|-"}),
     ("Logging", ("--access-logformat",), "access_log_format", str, {"metavar": "FORMAT"}),
     ("Logging", ("--log-config",), "logconfig", str, {"metavar": "PATH"}),
+    ("Development", ("--reload/--no-reload",), "reload", bool, {}),
+    (
+        "Development",
+        ("--reload-dir",),
+        "reload_dirs",
+        click.Path(file_okay=False),
+        {"multiple": True},
+    ),
+    (
+        "Development",
+        ("--reload-include",),
+        "reload_includes",
+        str,
+        {"multiple": True, "metavar": "GLOB"},
+    ),
+    (
+        "Development",
+        ("--reload-exclude",),
+        "reload_excludes",
+        str,
+        {"multiple": True, "metavar": "GLOB"},
+    ),
+    ("Development", ("--reload-delay",), "reload_delay", float, {}),
 ]
 
 _GROUP_ORDER = [
@@ -370,8 +393,45 @@ def cli(
         _fail(str(exc), 2)
     if activated:
         logging.getLogger("trioserve.error").info("Socket activation: %s", ", ".join(activated))
+    if config.reload:
+        if config.workers > 1:
+            logging.getLogger("trioserve.error").warning(
+                "--reload runs one server process: workers = %d is ignored", config.workers
+            )
+        _run_reloader(app, factory, app_dir, config.replace(workers=1))
     if config.workers > 1:
         _run_workers(config, app, factory, app_dir, notifier)
+    run_app(app, factory=factory, app_dir=app_dir, config=config, notifier=notifier)
+
+
+def _run_reloader(app: str, factory: bool, app_dir: str, config: Config) -> NoReturn:
+    # Before the app is loaded: the reloader process never imports it.
+    from ._reload import ServerCommand, run_reloader
+
+    try:
+        code = run_reloader(ServerCommand(app, factory, app_dir, config))
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except BindError as exc:
+        _fail(str(exc), 3)
+    sys.exit(code)
+
+
+def run_app(
+    app: str,
+    *,
+    factory: bool,
+    app_dir: str,
+    config: Config,
+    notifier: Notifier | None = None,
+) -> None:
+    """Load the app named ``app`` and serve it until shut down, the way the command
+    does; with a ``notifier``, tell systemd when it is ready and when it stops.
+
+    Exits (``SystemExit``) with one ``Error:`` line: 2 for a configuration error, 3
+    when the app cannot be loaded, lifespan startup fails or a bind fails; 130 on a
+    second Ctrl+C.
+    """
     # Imported here so that `--help` and config errors stay fast.
     import trio
 

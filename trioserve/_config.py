@@ -174,6 +174,24 @@ def _binds(key: str, value: object) -> tuple[str, ...]:
     return binds  # type: ignore[return-value]
 
 
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    """A list of non-empty strings; a single string is a list of one."""
+    items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    try:
+        strings = tuple(items)
+    except TypeError:
+        raise ConfigError(f"{key} must be a list of strings, got {_describe(value)}") from None
+    if not all(isinstance(s, str) and s for s in strings):
+        raise ConfigError(f"{key} must be a list of non-empty strings, got {value!r}")
+    return strings  # type: ignore[return-value]
+
+
+def _non_negative_seconds(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"{key} must be a number of seconds >= 0, got {_describe(value)}")
+    return float(value)
+
+
 def _key(default: Any, doc: str, check: Callable[[str, Any], Any], *, hypercorn: bool) -> Any:
     return dataclasses.field(
         default=default, metadata={"doc": doc, "check": check, "hypercorn": hypercorn}
@@ -533,6 +551,42 @@ class Config:
         "Agree to permessage-deflate compression when a client offers it (see "
         "``docs/websockets.md`` for its memory cost).",
         _bool,
+        hypercorn=False,
+    )
+    reload: bool = _key(
+        False,
+        "Development: restart the server when a watched file changes (the command line "
+        "only; needs ``pip install 'trioserve[reload]'``). See ``docs/reload.md``.",
+        _bool,
+        hypercorn=False,
+    )
+    reload_dirs: tuple[str, ...] = _key(
+        (),
+        "Directories watched for ``reload`` (and their subdirectories). Empty: the "
+        "current directory.",
+        _strings,
+        hypercorn=False,
+    )
+    reload_includes: tuple[str, ...] = _key(
+        (),
+        "Glob patterns of files whose change restarts the server, besides the built-in "
+        "``*.py``; a pattern is matched against the end of the file's path.",
+        _strings,
+        hypercorn=False,
+    )
+    reload_excludes: tuple[str, ...] = _key(
+        (),
+        "Glob patterns of files and directories whose changes never restart the server, "
+        "besides the built-in ``.*``, ``*.py[cod]``, ``*~``, ``~*`` and ``__pycache__``. "
+        "Naming a built-in pattern in ``reload_includes`` (or ``*.py`` here) turns it off.",
+        _strings,
+        hypercorn=False,
+    )
+    reload_delay: float = _key(
+        0.25,
+        "Seconds without further changes before ``reload`` restarts the server, so "
+        "that saving several files restarts it once.",
+        _non_negative_seconds,
         hypercorn=False,
     )
 

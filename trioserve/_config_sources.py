@@ -26,7 +26,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - version-dependent import
     import tomli as tomllib
 
-__all__ = ["HYPERCORN_ONLY_KEYS", "config_from_mapping", "load_config", "reference_markdown"]
+__all__ = [
+    "HYPERCORN_ONLY_KEYS",
+    "HYPERCORN_RENAMED_KEYS",
+    "config_from_mapping",
+    "load_config",
+    "reference_markdown",
+]
 
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))
 
@@ -54,13 +60,16 @@ HYPERCORN_ONLY_KEYS = frozenset(
         "server_names",
         "statsd_host",
         "statsd_prefix",
-        "use_reloader",
         "user",
         "verify_flags",
         "worker_class",
         "wsgi_max_body_size",
     }
 )
+
+#: Hypercorn settings trioserve implements under another name: Hypercorn's name is
+#: read as trioserve's.
+HYPERCORN_RENAMED_KEYS = {"use_reloader": "reload"}
 
 
 def reference_markdown() -> str:
@@ -96,6 +105,12 @@ def reference_markdown() -> str:
         "and the setting is ignored:",
         "",
         ", ".join(f"`{key}`" for key in sorted(HYPERCORN_ONLY_KEYS)) + ".",
+        "",
+        "## Hypercorn settings under another name",
+        "",
+        "A configuration file may use Hypercorn's name; it is read as trioserve's key:",
+        "",
+        *(f"- `{old}`: `{new}`" for old, new in sorted(HYPERCORN_RENAMED_KEYS.items())),
     ]
     return "\n".join(lines) + "\n"
 
@@ -109,6 +124,12 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> C
     """
     keys: dict[str, Any] = {}
     for key, value in data.items():
+        if key in HYPERCORN_RENAMED_KEYS:
+            key = HYPERCORN_RENAMED_KEYS[key]
+            if key in data:
+                raise ConfigError(
+                    f"{source}: sets both {key!r} and Hypercorn's name for it; keep one"
+                )
         if key in _FIELD_NAMES:
             keys[key] = value
         elif key in HYPERCORN_ONLY_KEYS:

@@ -1,0 +1,442 @@
+"""``--reload``: real reloader processes, real file edits in a temporary directory.
+
+Each process test starts ``python -m trioserve APP --reload`` in a fresh directory
+holding the app, reads the reloader's and the server's log lines from stderr, and
+edits files there: an edit is served after the restart (on the same port, the
+socket kept open by the reloader); an edit that breaks the import gives one
+``Error:`` line, the reloader waits, and a client that connected meanwhile is
+answered once a good edit is in; include and exclude patterns decide which edits
+count; SIGTERM and SIGINT stop the server and the reloader with exit 0 and leave no
+server process; a second signal kills the server at once. Without watchfiles
+(a shim on ``PYTHONPATH`` makes its import fail) the command exits 2 with one line.
+
+Every wait is on a log line or a response, bounded by ``trio.fail_after``; the
+processes are killed in ``finally`` if still running. Bytecode is not written, so
+that an edit within the same second as the last import is never masked by a
+cached ``.pyc``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from click.testing import CliRunner
+
+from trioserve import Config, ConfigError
+from trioserve._cli import cli
+from trioserve._config_sources import config_from_mapping
+from trioserve._reload import ReloadFilter
+
+pytest.importorskip("watchfiles")
+
+APP = """\
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%s"})
+"""
+SERVING = r"Serving on (http://127\.0\.0\.1:\d+)"
+STARTED = r"Started server process (\d+)"
+#: Every wait for the server to come (back) up. A restart is a new Python process
+#: importing trioserve and the app.
+DEADLINE = 15
+
+
+class Log:
+    """A process's stderr, read on demand; each wait looks past the last match."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
+        assert stream is not None
+        self.stream = stream
+        self.text = ""
+        self.position = 0
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        while True:
+            match = re.compile(pattern).search(self.text, self.position)
+            if match is not None:
+                self.position = match.end()
+                return match
+            data = await self.stream.receive_some()
+            if not data:
+                raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
+            self.text += data.decode()
+
+    async def read_rest(self) -> str:
+        while data := await self.stream.receive_some():
+            self.text += data.decode()
+        return self.text
+
+
+class Reloader:
+    """``python -m trioserve ... --reload`` running in a subprocess."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.log = Log(process.stderr)
+
+    async def wait_serving(self) -> str:
+        with trio.fail_after(DEADLINE):
+            return (await self.log.wait_for(SERVING)).group(1)
+
+    async def wait_started(self) -> int:
+        with trio.fail_after(DEADLINE):
+            return int((await self.log.wait_for(STARTED)).group(1))
+
+    async def finish(self) -> int:
+        with trio.fail_after(DEADLINE):
+            await self.process.wait()
+            await self.log.read_rest()
+        return self.process.returncode
+
+
+@pytest.fixture
+async def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP % "v1")
+    return tmp_path
+
+
+async def start(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+) -> Reloader:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    environment.update(env or {})
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioserve", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=str(cwd),
+        env=environment,
+        start_new_session=new_session,
+    )
+    return Reloader(process)
+
+
+@pytest.fixture
+async def reloader(app_dir: Path) -> AsyncIterator[Reloader]:
+    running = await start(
+        app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "--reload-delay", "0.05"
+    )
+    try:
+        yield running
+    finally:
+        if running.process.returncode is None:
+            running.process.kill()
+        with trio.CancelScope(shield=True):
+            await running.process.wait()
+            assert running.process.stderr is not None
+            await running.process.stderr.aclose()
+
+
+async def get(url: str) -> str:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        with trio.fail_after(DEADLINE):
+            response = await client.get(url)
+    return response.text
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("Error:")]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- serving and restarting -------------------------------------------------------------
+
+
+async def test_an_edit_is_served_after_the_restart_on_the_same_address(
+    reloader: Reloader, app_dir: Path
+) -> None:
+    first_pid = await reloader.wait_started()
+    url = await reloader.wait_serving()
+    assert await get(url) == "v1"
+    (app_dir / "app.py").write_text(APP % "v2")
+    with trio.fail_after(DEADLINE):
+        await reloader.log.wait_for(r"Detected changes in app\.py; restarting")
+    second_pid = await reloader.wait_started()
+    assert await reloader.wait_serving() == url
+    assert await get(url) == "v2"
+    assert second_pid != first_pid
+    assert not running(first_pid)
+
+
+async def test_reload_with_workers_runs_one_server_and_says_workers_is_ignored(
+    app_dir: Path,
+) -> None:
+    running = await start(app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "-w", "2")
+    try:
+        with trio.fail_after(DEADLINE):
+            await running.log.wait_for(r"--reload runs one server process: workers = 2 is ignored")
+        await running.wait_started()
+        url = await running.wait_serving()
+        assert await get(url) == "v1"
+        assert "Worker" not in running.log.text
+    finally:
+        running.process.kill()
+        with trio.CancelScope(shield=True):
+            await running.process.wait()
+            assert running.process.stderr is not None
+            await running.process.stderr.aclose()
+
+
+async def test_a_broken_edit_gives_one_error_line_and_the_next_good_edit_serves_again(
+    reloader: Reloader, app_dir: Path
+) -> None:
+    url = await reloader.wait_serving()
+    (app_dir / "app.py").write_text(APP % "v2" + "this is not python(\n")
+    with trio.fail_after(DEADLINE):
+        await reloader.log.wait_for(
+            r"The server process exited with code 3; waiting for a change to restart it"
+        )
+    assert reloader.process.returncode is None
+    [line] = error_lines(reloader.log.text)
+    assert line.startswith("Error: error importing module 'app': SyntaxError"), line
+    assert "Traceback" not in reloader.log.text
+
+    answers: list[str] = []
+    async with trio.open_nursery() as nursery:
+        # Connects while no server runs: the reloader's socket holds it in the
+        # backlog until the next server accepts it.
+        nursery.start_soon(lambda: _append(answers, get(url)))
+        (app_dir / "app.py").write_text(APP % "v3")
+        assert await reloader.wait_serving() == url
+    assert answers == ["v3"]
+    assert len(error_lines(reloader.log.text)) == 1
+
+
+async def _append(answers: list[str], answer: object) -> None:
+    answers.append(await answer)  # type: ignore[misc]
+
+
+async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP % "v1")
+    (tmp_path / "generated").mkdir()
+    command = await start(
+        tmp_path,
+        "app:app",
+        "--bind",
+        "127.0.0.1:0",
+        "--reload",
+        "--reload-delay",
+        "0.05",
+        "--reload-include",
+        "*.txt",
+        "--reload-exclude",
+        "generated",
+    )
+    try:
+        await command.wait_serving()
+        (tmp_path / "generated" / "table.py").write_text("x = 1\n")
+        (tmp_path / "notes.md").write_text("not watched\n")
+        (tmp_path / "settings.txt").write_text("watched\n")
+        with trio.fail_after(DEADLINE):
+            await command.log.wait_for(r"Detected changes in settings\.txt; restarting\n")
+        await command.wait_serving()
+        command.process.send_signal(signal.SIGTERM)
+        assert await command.finish() == 0
+    finally:
+        if command.process.returncode is None:
+            command.process.kill()
+        await command.process.wait()
+    assert command.log.text.count("Detected changes") == 1, command.log.text
+
+
+@pytest.mark.parametrize(
+    ("path", "counts"),
+    [
+        ("app.py", True),
+        ("pkg/deep/module.py", True),
+        ("notes.txt", False),
+        ("templates/index.html", True),
+        ("other/index.html", False),
+        (".venv/lib/site.py", False),
+        ("pkg/__pycache__/module.py", False),
+        ("app.pyc", False),
+        ("app.py~", False),
+        ("generated/table.py", False),
+        ("generated.py", True),
+    ],
+)
+def test_reload_filter_counts_includes_minus_excludes(path: str, counts: bool) -> None:
+    watch = ReloadFilter(["/src"], ["templates/*.html"], ["generated"])
+    assert watch.matches(f"/src/{path}") is counts
+
+
+def test_naming_a_default_pattern_on_the_other_side_turns_it_off() -> None:
+    only_html = ReloadFilter(["/src"], ["*.html"], ["*.py"])
+    assert not only_html.matches("/src/app.py")
+    assert only_html.matches("/src/page.html")
+    dotfiles = ReloadFilter(["/src"], [".env"], [])
+    assert dotfiles.matches("/src/.env")
+    assert not dotfiles.matches("/src/.git/config")
+    assert not dotfiles.matches("/src/.venv/.env")
+
+
+def test_paths_outside_the_watched_directories_never_count() -> None:
+    assert not ReloadFilter(["/src"], [], []).matches("/elsewhere/app.py")
+
+
+# -- stopping ---------------------------------------------------------------------------
+
+
+async def test_sigterm_stops_the_server_and_the_reloader_with_exit_0(
+    reloader: Reloader,
+) -> None:
+    pid = await reloader.wait_started()
+    await reloader.wait_serving()
+    reloader.process.send_signal(signal.SIGTERM)
+    assert await reloader.finish() == 0, reloader.log.text
+    assert "Received SIGTERM; stopping the server and the reloader" in reloader.log.text
+    assert f"[{pid}] [INFO] Received SIGTERM; shutting down gracefully" in reloader.log.text
+    assert not running(pid)
+    assert "Traceback" not in reloader.log.text
+
+
+async def test_sigint_without_a_terminal_is_passed_on_and_exits_0(app_dir: Path) -> None:
+    # A new session has no controlling terminal: nobody else told the server.
+    command = await start(app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", new_session=True)
+    try:
+        pid = await command.wait_started()
+        await command.wait_serving()
+        command.process.send_signal(signal.SIGINT)
+        assert await command.finish() == 0, command.log.text
+    finally:
+        if command.process.returncode is None:
+            command.process.kill()
+        await command.process.wait()
+    assert f"[{pid}] [INFO] Received SIGTERM; shutting down gracefully" in command.log.text
+    assert not running(pid)
+
+
+async def test_a_second_signal_kills_the_server_at_once_and_exits_130(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent(
+            """\
+            import sys
+
+            import trio
+
+            async def app(scope, receive, send):
+                if scope["type"] != "http":
+                    return
+                print("request in flight", file=sys.stderr, flush=True)
+                await trio.sleep_forever()
+            """
+        )
+    )
+    command = await start(tmp_path, "app:app", "--bind", "127.0.0.1:0", "--reload")
+    try:
+        pid = await command.wait_started()
+        url = await command.wait_serving()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_expect_hang_up, url)
+            with trio.fail_after(DEADLINE):
+                await command.log.wait_for("request in flight")
+            command.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(DEADLINE):
+                await command.log.wait_for(r"Shutting down: waiting up to 30s for requests")
+            command.process.send_signal(signal.SIGTERM)
+            assert await command.finish() == 130, command.log.text
+    finally:
+        if command.process.returncode is None:
+            command.process.kill()
+        await command.process.wait()
+    assert "Received SIGTERM again; killing the server process" in command.log.text
+    assert not running(pid)
+
+
+async def _expect_hang_up(url: str) -> None:
+    with pytest.raises(httpx.TransportError):
+        await get(url)
+
+
+# -- errors and configuration -----------------------------------------------------------
+
+
+async def test_without_watchfiles_reload_exits_2_with_one_line(
+    app_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    shim = tmp_path_factory.mktemp("shim")
+    (shim / "watchfiles").mkdir()
+    (shim / "watchfiles" / "__init__.py").write_text("raise ImportError('no watchfiles here')\n")
+    path = os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])
+    command = await start(app_dir, "app:app", "--reload", env={"PYTHONPATH": path})
+    try:
+        assert await command.finish() == 2
+    finally:
+        if command.process.returncode is None:
+            command.process.kill()
+        await command.process.wait()
+    assert command.log.text.splitlines() == [
+        "Error: reload needs the watchfiles package: pip install 'trioserve[reload]'"
+    ]
+
+
+def test_a_missing_reload_dir_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["nothing:app", "--reload", "--reload-dir", str(tmp_path / "missing")],
+        prog_name="trioserve",
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: reload_dirs: {str(tmp_path / 'missing')!r} is not a directory"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"reload_delay": -1}, "reload_delay must be a number of seconds >= 0"),
+        ({"reload_delay": float("inf")}, "reload_delay must be a number of seconds >= 0"),
+        ({"reload_dirs": [""]}, "reload_dirs must be a list of non-empty strings"),
+        ({"reload_includes": 3}, "reload_includes must be a list of strings"),
+        ({"reload": "yes"}, "reload must be true or false"),
+    ],
+)
+def test_bad_reload_settings_are_configuration_errors(
+    keys: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config(**keys)  # type: ignore[arg-type]
+
+
+def test_reload_settings_have_uvicorns_defaults_and_take_a_single_string() -> None:
+    config = Config()
+    assert (config.reload, config.reload_dirs, config.reload_delay) == (False, (), 0.25)
+    assert Config(reload_dirs="src").reload_dirs == ("src",)
+
+
+def test_help_lists_the_reload_flags_under_development() -> None:
+    result = CliRunner().invoke(cli, ["--help"], prog_name="trioserve")
+    assert result.exit_code == 0, result.output
+    development = result.stdout.split("Development options:")[1].split("Other options:")[0]
+    for flag in ("--reload / --no-reload", "--reload-dir", "--reload-include GLOB"):
+        assert flag in development
+    for flag in ("--reload-exclude GLOB", "--reload-delay"):
+        assert flag in development
+
+
+def test_hypercorns_use_reloader_is_read_as_reload() -> None:
+    assert config_from_mapping({"use_reloader": True}).reload is True
+    with pytest.raises(ConfigError, match="sets both 'reload' and Hypercorn's name for it"):
+        config_from_mapping({"use_reloader": True, "reload": False})

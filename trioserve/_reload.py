@@ -1,0 +1,389 @@
+"""``--reload``: restart the server when a watched file changes (development).
+
+Theory of operation
+-------------------
+
+The process the user started becomes the *reloader*, a trio program that never
+imports the app. It binds every configured address itself and then runs the
+server as a child process: ``python -c "...run_child()"`` with the listening
+sockets passed down as ``fd://N`` binds and the resolved configuration sent over a
+pipe (so the child serves exactly what the command line, the environment and the
+config file said, without reading them again). Because the sockets stay open in
+the reloader, a client that connects while the server restarts waits in the
+listen backlog and is answered by the next child instead of being refused, and a
+port 0 keeps its port across restarts.
+
+``watchfiles.awatch`` (under trio, through anyio) reports changed files;
+:class:`ReloadFilter` decides which of them count. A change stops the child
+gracefully (SIGTERM: the server's own graceful shutdown) and starts a new one. A
+child that exits on its own (an edit that breaks the import exits 3 with one
+``Error:`` line) is not restarted until the next change.
+
+Signals: SIGTERM stops the child the same way and then the reloader, exit 0.
+SIGINT does too, but a Ctrl+C typed in the terminal already reached the child (it
+shares the reloader's process group, so that ``breakpoint()`` in the app can read
+the terminal), so the reloader does not send it a second signal, which would cut
+its graceful shutdown short. A second SIGINT or SIGTERM kills the child at once
+(exit 130), and a child that outlives ``graceful_timeout + shutdown_timeout`` plus
+a margin is killed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path, PurePath
+
+import trio
+
+from ._config import Config
+from ._errors import ConfigError
+from ._listeners import UnixSocketListener, open_listeners_with_tls
+
+__all__ = ["ReloadFilter", "ServerCommand", "run_child", "run_reloader"]
+
+logger = logging.getLogger("trioserve.error")
+
+#: What a change must match to count, unless the user excludes the pattern.
+DEFAULT_INCLUDES = ("*.py",)
+#: What never counts, unless the user includes the pattern: hidden files and
+#: directories (``.git``, ``.venv``, editors' swap files), bytecode, backups.
+DEFAULT_EXCLUDES = (".*", "*.py[cod]", "*~", "~*", "__pycache__")
+#: Beyond the server's own shutdown deadlines, before a child that will not stop is
+#: killed.
+_KILL_MARGIN = 5.0
+_CHILD_CODE = "from trioserve._reload import run_child; run_child()"
+
+_Listener = trio.abc.Listener[trio.abc.Stream]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCommand:
+    """What the server process is to serve: the ``APP`` argument, ``--factory``,
+    the absolute ``--app-dir`` and the resolved configuration."""
+
+    app: str
+    factory: bool
+    app_dir: str
+    config: Config
+
+
+class ReloadFilter:
+    """Which changed files restart the server.
+
+    A path counts when, relative to the watched directory it is in, it matches an
+    include pattern and neither it nor any directory on the way to it matches an
+    exclude pattern. Patterns are globs matched against the end of the path
+    (``*.py`` matches a ``.py`` file at any depth, ``templates/*.html`` an HTML
+    file directly in any ``templates`` directory). A file that one of the user's
+    include patterns names is held only to the user's exclude patterns (so
+    ``.env`` can be watched although ``.*`` is excluded by default); its
+    directories still are to all of them.
+
+    Args:
+      dirs: the watched directories, absolute.
+      includes: the user's include patterns, added to :data:`DEFAULT_INCLUDES`.
+      excludes: the user's exclude patterns, added to :data:`DEFAULT_EXCLUDES`.
+          Naming a default pattern on the other side turns the default off.
+    """
+
+    def __init__(self, dirs: Sequence[str], includes: Sequence[str], excludes: Sequence[str]):
+        self.dirs = [Path(d) for d in dirs]
+        self.user_includes = list(includes)
+        self.user_excludes = list(excludes)
+        self.default_includes = [p for p in DEFAULT_INCLUDES if p not in excludes]
+        self.excludes = [p for p in (*DEFAULT_EXCLUDES, *excludes) if p not in includes]
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReloadFilter:
+        """The filter for ``config``'s ``reload_*`` keys.
+
+        Raises:
+          ConfigError: a ``reload_dirs`` entry is not a directory.
+        """
+        dirs = []
+        for name in config.reload_dirs or (".",):
+            path = os.path.realpath(name)
+            if not os.path.isdir(path):
+                raise ConfigError(f"reload_dirs: {name!r} is not a directory")
+            dirs.append(path)
+        return cls(dirs, config.reload_includes, config.reload_excludes)
+
+    def __call__(self, change: object, path: str) -> bool:
+        """``watchfiles``' filter signature: whether ``path`` counts."""
+        return self.matches(path)
+
+    def matches(self, path: str) -> bool:
+        """Whether a change of ``path`` (absolute) restarts the server."""
+        relative = self._relative(Path(path))
+        if relative is None:
+            return False
+        named = any(relative.match(pattern) for pattern in self.user_includes)
+        if not named and not any(relative.match(pattern) for pattern in self.default_includes):
+            return False
+        parts = relative.parts
+        for depth in range(1, len(parts) + 1):
+            patterns = self.user_excludes if named and depth == len(parts) else self.excludes
+            if any(PurePath(*parts[:depth]).match(pattern) for pattern in patterns):
+                return False
+        return True
+
+    def _relative(self, path: Path) -> PurePath | None:
+        for directory in self.dirs:
+            if path.is_relative_to(directory) and path != directory:
+                return path.relative_to(directory)
+        return None
+
+
+def run_reloader(command: ServerCommand) -> int:
+    """Run ``command``'s server as a child process, restarting it on changes, until
+    SIGINT or SIGTERM. Returns the exit code: 0, or 130 after a second signal.
+
+    Raises:
+      ConfigError: ``watchfiles`` is not installed, or a watched directory does not
+          exist (nothing is bound then).
+      BindError: an address could not be bound.
+    """
+    try:
+        import watchfiles  # noqa: F401 - only checked for here; _Reloader imports it
+    except ImportError:
+        raise ConfigError(
+            "reload needs the watchfiles package: pip install 'trioserve[reload]'"
+        ) from None
+    watch = ReloadFilter.from_config(command.config)
+    return trio.run(_Reloader(command, watch).run)
+
+
+def run_child() -> None:
+    """The server process a reloader runs; not for direct use.
+
+    Reads the :class:`ServerCommand` from the pipe whose descriptor is
+    ``sys.argv[1]`` and serves it like the ``trioserve`` command does, with its exit
+    codes and one-line errors.
+    """
+    from ._cli import run_app
+    from ._logging import configure_logging
+
+    try:
+        with open(int(sys.argv[1]), "rb") as pipe:
+            spec = json.loads(pipe.read())
+        config = Config(**spec["config"])
+        if spec["app_dir"] not in sys.path:
+            sys.path.insert(0, spec["app_dir"])
+        configure_logging(
+            loglevel=config.loglevel,
+            errorlog=config.errorlog,
+            accesslog=config.accesslog,
+            logconfig=config.logconfig,
+        )
+        run_app(spec["app"], factory=spec["factory"], app_dir=spec["app_dir"], config=config)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        # Ctrl+C while the app was still being imported: the reloader stops too.
+        sys.exit(130)
+
+
+class _Reloader:
+    """The supervising loop; one instance per :func:`run_reloader` call."""
+
+    def __init__(self, command: ServerCommand, watch: ReloadFilter) -> None:
+        self.command = command
+        self.watch = watch
+        config = command.config
+        self.kill_after = config.graceful_timeout + config.shutdown_timeout + _KILL_MARGIN
+        self.fds: tuple[int, ...] = ()
+        self.payload = b""
+        self.child: trio.Process | None = None
+        self.stopping = trio.Event()
+        self.stop_signal: int | None = None
+        self.stop_watching = trio.Event()
+        self.hurried = False
+        self.send_event, self.events = trio.open_memory_channel[tuple[str, object]](math.inf)
+
+    async def run(self) -> int:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            listeners = await _open_listeners(self.command.config)
+            try:
+                self._prepare([_fd_of(lst) for lst in listeners[0]], listeners[1])
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch)
+                    nursery.start_soon(self._handle_signals, signals)
+                    await self._supervise(nursery)
+                    self.stop_watching.set()
+                    nursery.cancel_scope.cancel()
+            finally:
+                for listener in (*listeners[0], *listeners[1]):
+                    await trio.aclose_forcefully(listener)
+        return 130 if self.hurried else 0
+
+    def _prepare(self, bind_fds: list[int], insecure: Sequence[_Listener]) -> None:
+        insecure_fds = [_fd_of(lst) for lst in insecure]
+        self.fds = (*bind_fds, *insecure_fds)
+        child_config = self.command.config.replace(
+            bind=[f"fd://{fd}" for fd in bind_fds],
+            insecure_bind=[f"fd://{fd}" for fd in insecure_fds],
+            reload=False,
+        )
+        keys = {f.name: getattr(child_config, f.name) for f in dataclasses.fields(Config)}
+        spec = {
+            "app": self.command.app,
+            "factory": self.command.factory,
+            "app_dir": self.command.app_dir,
+            "config": keys,
+        }
+        self.payload = json.dumps(spec).encode()
+        logger.info("Reloading on changes in: %s", ", ".join(str(d) for d in self.watch.dirs))
+
+    async def _supervise(self, nursery: trio.Nursery) -> None:
+        child: trio.Process | None = await self._start_child(nursery)
+        while True:
+            kind, value = await self.events.receive()
+            if kind == "exit":
+                if child is not None and value is child:
+                    logger.warning(
+                        "The server process exited with code %s; waiting for a change "
+                        "to restart it",
+                        child.returncode,
+                    )
+                    child = self.child = None
+                continue
+            if kind == "change":
+                logger.info("Detected changes in %s; restarting", _describe(value))
+            if child is not None:
+                await self._stop_child(child)
+            if kind == "stop" or self.stopping.is_set():
+                return
+            self._drop_pending_changes()
+            child = await self._start_child(nursery)
+
+    def _drop_pending_changes(self) -> None:
+        # Changes made while the old server was stopping are in the new one already.
+        while True:
+            try:
+                kind, value = self.events.receive_nowait()
+            except trio.WouldBlock:
+                return
+            if kind == "stop":
+                self.send_event.send_nowait((kind, value))
+                return
+
+    async def _start_child(self, nursery: trio.Nursery) -> trio.Process:
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-c", _CHILD_CODE, str(read_fd)],
+                pass_fds=(read_fd, *self.fds),
+            )
+        except BaseException:
+            os.close(write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+        async with trio.lowlevel.FdStream(write_fd) as pipe:
+            # If it died at once, its exit is reported like any other.
+            with contextlib.suppress(trio.BrokenResourceError):
+                await pipe.send_all(self.payload)
+        logger.info("Started server process %d", process.pid)
+        self.child = process
+        nursery.start_soon(self._report_exit, process)
+        return process
+
+    async def _report_exit(self, process: trio.Process) -> None:
+        await process.wait()
+        self.send_event.send_nowait(("exit", process))
+
+    async def _stop_child(self, process: trio.Process) -> None:
+        if not (self.stop_signal == signal.SIGINT and _terminal_reached_child()):
+            process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(self.kill_after):
+            await process.wait()
+        if process.returncode is None:
+            logger.warning(
+                "The server process did not stop within %gs; killing it", self.kill_after
+            )
+            process.kill()
+            await process.wait()
+        self.child = None
+
+    async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not self.stopping.is_set():
+                logger.info("Received %s; stopping the server and the reloader", name)
+                self.stop_signal = signum
+                self.stopping.set()
+                self.send_event.send_nowait(("stop", None))
+                continue
+            logger.warning("Received %s again; killing the server process", name)
+            self.hurried = True
+            if self.child is not None and self.child.returncode is None:
+                self.child.kill()
+
+    async def _watch(self) -> None:
+        import watchfiles
+
+        step = max(1, round(self.command.config.reload_delay * 1000))
+        async for changes in watchfiles.awatch(
+            *self.watch.dirs,
+            watch_filter=self.watch,
+            step=step,
+            debounce=max(1600, step),
+            stop_event=self.stop_watching,
+        ):
+            self.send_event.send_nowait(("change", sorted({path for _, path in changes})))
+
+
+async def _open_listeners(config: Config) -> tuple[list[_Listener], list[_Listener]]:
+    """The listeners of ``bind`` and of ``insecure_bind``, plain: the server
+    process adds TLS to the first."""
+    secure = await open_listeners_with_tls(config.replace(insecure_bind=()), None)
+    if not config.insecure_bind:
+        return secure, []
+    try:
+        insecure = await open_listeners_with_tls(
+            config.replace(bind=config.insecure_bind, insecure_bind=()), None
+        )
+    except BaseException:
+        for listener in secure:
+            await trio.aclose_forcefully(listener)
+        raise
+    return secure, insecure
+
+
+def _fd_of(listener: _Listener) -> int:
+    if isinstance(listener, UnixSocketListener):
+        return listener.socket_listener.socket.fileno()
+    assert isinstance(listener, trio.SocketListener)
+    return listener.socket.fileno()
+
+
+def _describe(paths: object) -> str:
+    assert isinstance(paths, list)
+    cwd = Path.cwd()
+    names = [str(Path(p).relative_to(cwd)) if Path(p).is_relative_to(cwd) else p for p in paths]
+    shown = ", ".join(names[:5])
+    return shown if len(names) <= 5 else f"{shown} and {len(names) - 5} more"
+
+
+def _terminal_reached_child() -> bool:
+    """Whether the reloader is in the foreground process group of a terminal, so
+    that a Ctrl+C typed there was delivered to the server process (same group) too."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
