@@ -143,7 +143,9 @@ class LoggedProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"{self.args[0]} did not exit in {timeout}s:\n{self.output}")
+            raise AssertionError(
+                f"{self.args[0]} did not exit in {timeout}s:\n{self.output}"
+            ) from None
 
     def stop(self, signum: int = signal.SIGTERM) -> int | None:
         """Signal the process unless it has exited; wait for it (kill at the deadline)."""
@@ -269,10 +271,13 @@ http {{
 
 
 @contextlib.contextmanager
-def run_nginx(tmp: Path, upstream: str, cert: Path, key: Path) -> Iterator[Nginx]:
+def run_nginx(
+    tmp: Path, upstream: str, cert: Path, key: Path, changes: Mapping[str, str] | None = None
+) -> Iterator[Nginx]:
     """Run nginx with the documented config, proxying to ``upstream``
     (``127.0.0.1:PORT`` or ``unix:PATH``), serving plain HTTP and TLS (``cert``,
-    ``key``) on ports of its own. Stopped with SIGQUIT (graceful) at the end."""
+    ``key``) on ports of its own, with ``changes`` (each text must be in the
+    config) made. Stopped with SIGQUIT (graceful) at the end."""
     nginx = require_program("nginx")
     tmp = tmp / "nginx"
     tmp.mkdir()
@@ -286,6 +291,7 @@ def run_nginx(tmp: Path, upstream: str, cert: Path, key: Path) -> Iterator[Nginx
                 NGINX_HTTPS: f"listen 127.0.0.1:{https_port} ssl;",
                 NGINX_CERT: str(cert),
                 NGINX_KEY: str(key),
+                **(changes or {}),
             },
         )
         conf = tmp / "nginx.conf"

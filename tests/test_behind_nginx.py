@@ -172,39 +172,59 @@ def test_websocket_through_nginx_echoes_text_and_bytes(
 
 # -- under load -------------------------------------------------------------------------
 
-#: The keep-alive timeout of the race test, and the clients' pauses around it.
-SHORT_KEEP_ALIVE = 0.05
-PAUSES = (0.03, 0.08)
+#: Documented: nginx closes idle upstream connections before trioserve would.
+NGINX_KEEP_ALIVE = "keepalive_timeout 4s;"
 
 
 @pytest.mark.slow
-def test_keep_alive_shorter_than_the_pauses_gives_no_502(
-    proxied_short_keep_alive: tuple[Trioserve, Nginx],
+def test_nginx_closing_idle_connections_first_loses_no_request(
+    upstream_kind: str, sock_dir: Path, tmp_path: Path, tls_files: tuple[Path, Path]
 ) -> None:
-    """trioserve's keep-alive timeout (0.05 s) is far below nginx's idle time for
-    upstream connections, and the clients pause for 0.03 to 0.08 s every few
-    requests, so nginx keeps sending requests on connections that trioserve's
-    deadline is closing. Half the requests are POSTs, which nginx does not retry:
-    any request lost in that race would come back as a 502."""
-    _, nginx = proxied_short_keep_alive
-    load = Load(nginx.http_url, clients=8, per_client=500, seconds=90, pause_every=4, pause=PAUSES)
-    with load:
+    """The order docs/deployment.md prescribes, scaled down: nginx drops upstream
+    connections idle for 50 ms, trioserve those idle for 150 ms, and the clients
+    pause for 0.03 to 0.2 s every fourth request. Half the requests are POSTs,
+    which nginx does not retry, yet not one comes back a 502: only nginx closes
+    idle connections, so it never sends on one that is being closed."""
+    with (
+        run_trioserve(
+            "--keep-alive-timeout", "0.15", bind=bind_for(upstream_kind, sock_dir)
+        ) as server,
+        run_nginx(
+            tmp_path, server.upstream, *tls_files, {NGINX_KEEP_ALIVE: "keepalive_timeout 50ms;"}
+        ) as nginx,
+        Load(nginx.http_url, per_client=400, seconds=90, pause_every=4, pause=(0.03, 0.2)) as load,
+    ):
         outcomes = load.join()
-    print(f"behind nginx, keep-alive {SHORT_KEEP_ALIVE}s: {summary(outcomes)}")
-    assert len(outcomes) >= 3000, summary(outcomes)
+    print(f"behind nginx, nginx closing first: {summary(outcomes)}")
+    assert len(outcomes) == 8 * 400, summary(outcomes)
     assert all(o.ok for o in outcomes), summary(outcomes)
 
 
-@pytest.fixture
-def proxied_short_keep_alive(
+@pytest.mark.slow
+def test_server_keep_alive_shorter_than_the_pauses_loses_few_requests(
     upstream_kind: str, sock_dir: Path, tmp_path: Path, tls_files: tuple[Path, Path]
-) -> Iterator[tuple[Trioserve, Nginx]]:
-    keep_alive = ["--keep-alive-timeout", str(SHORT_KEEP_ALIVE)]
+) -> None:
+    """The other order: trioserve's keep-alive timeout (0.05 s) is far below nginx's
+    (4 s), and the clients pause for 0.03 to 0.08 s every fourth request, so nginx
+    keeps sending requests on connections that trioserve's deadline is closing. A
+    request that crosses the close on the wire is lost; nginx retries it only if
+    it is a GET, so the POSTs among them come back 502. That race is HTTP/1.1's
+    (uvicorn shows the same rate, see ``bench/behind_nginx.py``); what is held
+    here is that it stays a race (under 1%), and that every other
+    request is answered."""
     with (
-        run_trioserve(*keep_alive, bind=bind_for(upstream_kind, sock_dir)) as server,
+        run_trioserve(
+            "--keep-alive-timeout", "0.05", bind=bind_for(upstream_kind, sock_dir)
+        ) as server,
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
+        Load(nginx.http_url, per_client=500, seconds=90, pause_every=4, pause=(0.03, 0.08)) as load,
     ):
-        yield server, nginx
+        outcomes = load.join()
+    print(f"behind nginx, trioserve closing first: {summary(outcomes)}")
+    assert len(outcomes) == 8 * 500, summary(outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    assert all(o.status == 502 for o in failed), summary(outcomes)
+    assert len(failed) <= len(outcomes) // 100, summary(outcomes)
 
 
 def failures_sent_before(outcomes: list[Outcome], moment: float) -> list[Outcome]:
