@@ -3,19 +3,31 @@
 
     python bench/behind_nginx.py                       # trioserve and uvicorn
     python bench/behind_nginx.py --servers trioserve --keep-alive 0.05 --requests 500
+    PYTHONPATH=/tmp/uvicorn-lib python bench/behind_nginx.py   # uvicorn from elsewhere
 
 Each server listens on a Unix socket behind nginx with upstream keep-alive, set up
-as docs/deployment.md shows (the harness of ``tests/_proxies.py``). The server's
-keep-alive timeout is far below nginx's idle time for upstream connections, and
-the clients (threads, one keep-alive connection each, every other request a POST)
-pause for a random 0.6 to 1.6 keep-alive timeouts every fourth request, so nginx
-keeps sending requests on connections that the server's deadline is closing.
+as docs/deployment.md shows (the harness of ``tests/_proxies.py``), with a
+keep-alive timeout far below nginx's idle time for upstream connections. The
+clients are threads, one keep-alive connection each, every other request a POST.
 nginx retries a GET that fails on a reused connection, not a POST: a lost request
-comes back as a 502. Prints the counts per server and nginx's error-log reasons.
+comes back as a 502. Two scenarios (``--scenarios``):
+
+- ``pauses``: requests answered at once, and every fourth request the clients
+  first pause for a random 0.6 to 1.6 keep-alive timeouts, so nginx keeps
+  sending requests on connections that the server's deadline is closing. Some
+  502s are HTTP/1.1's close race, which no server avoids.
+- ``long-requests``: each request takes 1.2 to 2 keep-alive timeouts to answer
+  (the app sleeps), and the clients send the next one as soon as the answer is
+  back, so no connection is ever idle for long. A server whose keep-alive timer
+  counts only idle time gives no 502 here; one whose timer keeps running into
+  the next request kills that request's connection.
+
+Prints the counts per scenario and server, and nginx's error-log reasons.
 
 Needs nginx (``apt-get install -y nginx``), trustme and httpx (the test extra),
-and uvicorn importable by this interpreter for the comparison. A counting
-experiment, not a benchmark: run it on an idle machine for stable figures.
+and uvicorn importable by this interpreter for the comparison (put it on
+``PYTHONPATH`` if it is installed elsewhere). A counting experiment, not a
+benchmark: run it on an idle machine for stable figures.
 """
 
 from __future__ import annotations
@@ -79,7 +91,17 @@ def reasons(log: str) -> str:
     return ", ".join(f"{n} x {msg}" for msg, n in collections.Counter(found).most_common())
 
 
-def measure(name: str, args: argparse.Namespace) -> None:
+def load_for(scenario: str, url: str, args: argparse.Namespace) -> Load:
+    """The clients of ``scenario`` (see the module docstring) against ``url``."""
+    keep_alive = args.keep_alive
+    if scenario == "pauses":
+        pause = (0.6 * keep_alive, 1.6 * keep_alive)
+        return Load(url, args.clients, args.requests, 300, pause_every=4, pause=pause)
+    path = f"/work?min={1.2 * keep_alive:g}&max={2 * keep_alive:g}"
+    return Load(url, args.clients, args.requests, 300, path=path)
+
+
+def measure(scenario: str, name: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bn-") as tmp_name:
         tmp = Path(tmp_name)
         cert = trustme.CA().issue_cert("127.0.0.1")
@@ -89,35 +111,34 @@ def measure(name: str, args: argparse.Namespace) -> None:
             run_server(name, str(tmp / "app.sock"), args.keep_alive) as upstream,
             run_nginx(tmp, upstream, tmp / "cert.pem", tmp / "key.pem") as nginx,
         ):
-            pause = (0.6 * args.keep_alive, 1.6 * args.keep_alive)
-            load = Load(
-                nginx.http_url,
-                clients=args.clients,
-                per_client=args.requests,
-                seconds=300,
-                pause_every=4,
-                pause=pause,
-            )
-            with load:
+            with load_for(scenario, nginx.http_url, args) as load:
                 outcomes = load.join()
             log = nginx_error_log(tmp)
-        print(f"{name:10} {summary(outcomes)}")
+        print(f"{scenario:14} {name:10} {summary(outcomes)}", flush=True)
         if why := reasons(log):
-            print(f"{'':10} nginx: {why}")
+            print(f"{'':25} nginx: {why}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="trioserve,uvicorn")
+    parser.add_argument("--scenarios", default="pauses,long-requests")
     parser.add_argument("--keep-alive", type=float, default=0.05, help="seconds (default 0.05)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=500, help="per client (default 500)")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     os.environ.pop("CI", None)  # a missing nginx stops the script either way
+    if "uvicorn" in args.servers:
+        import uvicorn
+
+        print(f"uvicorn {uvicorn.__version__} from {Path(uvicorn.__file__).parent}")
     for _ in range(args.runs):
-        for name in args.servers.split(","):
-            measure(name, args)
+        for scenario in args.scenarios.split(","):
+            if scenario not in ("pauses", "long-requests"):
+                parser.error(f"unknown scenario {scenario!r}")
+            for name in args.servers.split(","):
+                measure(scenario, name, args)
 
 
 if __name__ == "__main__":
