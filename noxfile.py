@@ -22,9 +22,32 @@ CORE_MODULES = "trioserve/_transport.py,trioserve/connection/*,trioserve/protoco
 CORE_FAIL_UNDER = "95"
 
 
+#: Debian packages the tests behind a real proxy run (tests/test_behind_*.py).
+PROXY_PACKAGES = {"nginx": "nginx", "haproxy": "haproxy"}
+
+
+def install_proxies(session: nox.Session) -> None:
+    """Install nginx and HAProxy with apt-get when nox runs as root and one is
+    missing. Otherwise a missing one is left to the tests: they skip, naming the
+    install command, or fail when CI is set."""
+    sbin = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
+    missing = [pkg for prog, pkg in PROXY_PACKAGES.items() if shutil.which(prog, path=sbin) is None]
+    if not missing:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
+    else:
+        session.warn(
+            f"not installed: {', '.join(missing)} (sudo apt-get install -y {' '.join(missing)})"
+        )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (minus @pytest.mark.slow) under coverage."""
+    install_proxies(session)
     session.install("-e", ".[test]")
     session.run("coverage", "run", "-m", "pytest", "-m", "not slow", *session.posargs)
     # Whole-package report: informational only, no threshold.
@@ -43,6 +66,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def tests_slow(session: nox.Session) -> None:
     """Run only the long-running tests (@pytest.mark.slow)."""
+    install_proxies(session)
     session.install("-e", ".[test]")
     # Exit code 5 is pytest's "no test selected": no slow test exists yet.
     session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])

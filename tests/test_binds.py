@@ -3,7 +3,7 @@
 Real sockets and real clients (httpx, over TCP or a Unix socket): a Unix socket
 is served with ``scope["server"] == (path, None)`` and no client address; a stale
 socket file is replaced while a live one, or a file that is not a socket, is a
-``BindError``; ``umask`` decides the socket file's mode; the file is removed on
+``BindError``; the socket file is 0o666 unless ``umask`` decides its mode; the file is removed on
 shutdown; an inherited listening socket is served through ``fd://N``; several
 binds of different kinds serve at once; bind strings are validated when the
 ``Config`` is made.
@@ -228,6 +228,28 @@ async def test_umask_decides_the_socket_file_mode_and_is_restored(sock_dir: Path
     finally:
         os.umask(process_umask)
     assert mode == 0o700
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(None, 0o666), (0o007, 0o770)])
+async def test_socket_file_is_connectable_by_other_users_unless_umask_is_set(
+    sock_dir: Path, umask: int | None, expected: int
+) -> None:
+    """Unset, the file is made 0o666 whatever the process umask, so a proxy
+    running as another local user (nginx's worker user) can connect; a configured
+    ``umask`` decides instead (0o007: owner and group only). The process umask is
+    a restrictive 0o077 here, so a server that used it would make the file 0o700."""
+    path = sock_dir / "proxied.sock"
+    process_umask = os.umask(0o077)
+    try:
+        with trio.fail_after(5):
+            async with open_test_server(Recorder(), config(f"unix:{path}", umask=umask)):
+                mode = stat.S_IMODE(path.lstat().st_mode)
+                assert os.umask(0o077) == 0o077  # the process umask is untouched
+                async with uds_client(path) as client:
+                    assert (await client.get("/")).status_code == 200
+    finally:
+        os.umask(process_umask)
+    assert mode == expected
 
 
 async def test_fd_bind_serves_an_inherited_listening_socket() -> None:

@@ -458,7 +458,9 @@ class Config:
     umask: int | None = _key(
         None,
         "Permission mask applied to ``unix:`` sockets when they are created "
-        "(e.g. ``0o007``). ``None``: the process umask.",
+        "(e.g. ``0o007``: owner and group only). ``None``: the socket file is made "
+        "0o666, so a proxy running as another local user can connect; restrict "
+        "access with the directory's permissions or set this.",
         _umask,
         hypercorn=True,
     )

@@ -19,7 +19,8 @@ one or more listeners:
 ``unix:PATH``
     A :class:`UnixSocketListener`, which owns the socket file: it clears a stale
     file left by a server that died, refuses to take over a live one, creates the
-    file under ``Config.umask`` and removes it again when closed.
+    file (mode 0o666, or under ``Config.umask`` when that is set) and removes it
+    again when closed.
 ``fd://N``
     A :class:`trio.SocketListener` over an inherited, already listening socket
     (systemd socket activation, a supervisor that bound it). The listener owns the
@@ -77,6 +78,10 @@ _ACCEPT_BACKOFF = 0.1
 # The name of every connection's task, a constant: trio would otherwise make a new
 # string for each (an idle connection's memory counts).
 CONNECTION_TASK_NAME = "trioserve.connection"
+
+#: The mask a ``unix:`` socket file is created under when ``Config.umask`` is unset:
+#: the file comes out 0o666, connectable by every local user.
+_DEFAULT_SOCKET_UMASK = 0o111
 
 #: ``socket.AF_UNIX``, or ``None`` on a platform without Unix domain sockets.
 _AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
@@ -220,15 +225,19 @@ async def _open_unix(
     await _clear_stale_socket(bind, path)
     sock = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
     try:
+        # Connecting to a socket file needs write permission on it. Unless
+        # ``umask`` says otherwise, the file is made 0o666: a proxy running as
+        # another local user (nginx's worker user) must be able to connect, and
+        # who may reach the socket is then decided by the directory it is in.
         # The umask is process-wide, so set it for exactly the bind() call, which
-        # creates the file: no await in between, so no other task of ours runs
-        # under it (another *thread* creating a file in that instant would).
-        old_umask = os.umask(umask) if umask is not None else None
+        # creates the file with its final mode: no await in between, so no other
+        # task of ours runs under it (another *thread* creating a file in that
+        # instant would), and no moment when the file has another mode.
+        old_umask = os.umask(_DEFAULT_SOCKET_UMASK if umask is None else umask)
         try:
             sock.bind(path)
         finally:
-            if old_umask is not None:
-                os.umask(old_umask)
+            os.umask(old_umask)
     except OSError as exc:  # ENOENT/ENOTDIR: no such directory; path too long; ...
         sock.close()
         raise BindError(exc.errno, f"cannot bind {bind}: {exc.strerror or exc}") from exc
