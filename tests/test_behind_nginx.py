@@ -23,8 +23,9 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -119,7 +120,8 @@ def test_client_address_and_scheme_arrive_through_nginx_headers(
         run_trioserve(*trust, bind=bind_for(upstream_kind, sock_dir)) as server,
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
     ):
-        transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=ca_file)
+        verify = ssl.create_default_context(cafile=ca_file)
+        transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=verify)
         url = nginx.https_url if scheme == "https" else nginx.http_url
         with httpx.Client(transport=transport, timeout=10) as http:
             response = http.get(f"{url}/scope")
@@ -293,26 +295,48 @@ def pids_serving(outcomes: list[Outcome], since: float = 0.0) -> set[str]:
     return {o.pid for o in outcomes if o.ok and o.pid and o.sent > since}
 
 
+def wait_gone(pids: set[str], timeout: float = 40.0) -> None:
+    """Wait until none of ``pids`` runs any more (the supervisor reaps its workers)."""
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers {sorted(pids)} still run after {timeout}s")
+        time.sleep(0.05)
+
+
+def sent_after(moment: float, count: int) -> Callable[[list[Outcome]], bool]:
+    return lambda outcomes: sum(o.sent > moment for o in outcomes) >= count
+
+
 @pytest.mark.slow
 def test_sighup_rolling_restart_under_load_fails_no_request(
     sock_dir: Path, tmp_path: Path, tls_files: tuple[Path, Path]
 ) -> None:
     """With ``--workers 2``, SIGHUP replaces both workers while new ones overlap the
-    old: the load goes on without a single failed request until requests are
-    served by two new processes."""
+    old: the load goes on without a single failed request, through the restart and
+    after it, when only new processes serve. (Which new worker takes nginx's
+    kept-alive connections is the kernel's choice, so the test does not ask that
+    both do.)"""
     with (
         run_trioserve("--workers", "2", bind=bind_for("unix", sock_dir)) as server,
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
-        Load(nginx.http_url, clients=8, seconds=60) as load,
+        Load(nginx.http_url, clients=8, seconds=90) as load,
     ):
         load.wait_for(lambda outcomes: len(pids_serving(outcomes)) == 2, timeout=20)
         old = pids_serving(load.outcomes)
-        hup = time.monotonic()
         server.process.send_signal(signal.SIGHUP)
-        load.wait_for(lambda outcomes: len(pids_serving(outcomes, hup) - old) == 2, timeout=30)
+        server.process.wait_for(
+            r"Received SIGHUP(?:.|\n)*Worker \d+ ready(?:.|\n)*Worker \d+ ready"
+        )
+        wait_gone(old)
+        done = time.monotonic()
+        load.wait_for(sent_after(done, 200), timeout=30)
         outcomes = load.stop()
     print(f"SIGHUP under load: {summary(outcomes)}")
     assert all(o.ok for o in outcomes), summary(outcomes)
+    after = pids_serving(outcomes, done)
+    assert after, outcomes
+    assert not after & old, (after, old)
 
 
 @pytest.mark.slow
@@ -326,15 +350,18 @@ def test_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(
     with (
         run_trioserve("--workers", "2", bind=bind_for("unix", sock_dir)) as server,
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
-        Load(nginx.http_url, clients=clients, seconds=60, path="/slow") as load,
+        Load(nginx.http_url, clients=clients, seconds=90, path="/slow") as load,
     ):
         load.wait_for(lambda outcomes: len(pids_serving(outcomes)) == 2, timeout=20)
         old = pids_serving(load.outcomes)
         victim = sorted(old)[0]
         killed = time.monotonic()
         os.kill(int(victim), signal.SIGKILL)
-        load.wait_for(lambda outcomes: pids_serving(outcomes, killed) - old != set(), timeout=30)
+        server.process.wait_for(rf"Worker {victim} [^\n]*replacing it(?:.|\n)*Worker \d+ ready")
+        replaced = time.monotonic()
+        load.wait_for(sent_after(replaced, 100), timeout=30)
         outcomes = load.stop()
+    print(f"worker replaced {replaced - killed:.2f}s after SIGKILL (log line seen)")
     print(f"SIGKILL of a worker under load: {summary(outcomes)}")
     failed = [o for o in outcomes if not o.ok]
     assert len(failed) <= clients, summary(outcomes)
