@@ -452,6 +452,28 @@ async def test_sigusr1_reopens_the_access_log_after_it_was_renamed(tmp_path: Pat
     assert "GET /after" in log.read_text()
 
 
+async def test_sigusr1_reopens_the_access_log_of_a_single_process_server(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "access.log"
+    async with supervisor(
+        "fx_workers:app", "-b", "127.0.0.1:0", "--access-logfile", str(log)
+    ) as server:
+        url = (await server.log.next(SERVING)).group(1)
+        pid = await get(url, "/before")
+        assert pid == server.process.pid
+        rotated = tmp_path / "access.log.1"
+        log.rename(rotated)
+        server.signal(signal.SIGUSR1)
+        await server.log.next(r"\[INFO\] Reopened the log files")
+        await get(url, "/after")
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0
+    assert "GET /before" in rotated.read_text()
+    assert "/after" not in rotated.read_text()
+    assert "GET /after" in log.read_text()
+
+
 @pytest.mark.slow
 async def test_workers_shut_down_when_the_supervisor_is_killed() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:

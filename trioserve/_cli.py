@@ -436,7 +436,7 @@ def run_app(
     import trio
 
     from ._app_loader import load_app
-    from ._serve import serve
+    from ._worker import serve_in_process
 
     try:
         asgi_app = load_app(app, factory=factory, app_dir=app_dir)
@@ -449,12 +449,7 @@ def run_app(
     gc.collect()
     gc.freeze()
     try:
-        if notifier is None:
-            trio.run(serve, asgi_app, config)
-        else:
-            from ._worker import serve_with_notify
-
-            trio.run(serve_with_notify, asgi_app, config, notifier)
+        trio.run(serve_in_process, asgi_app, config, notifier)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (AppLoadError, LifespanFailure, BindError) as exc:

@@ -38,7 +38,7 @@ import trio
 from ._config import Config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 from ._listeners import open_listeners_with_tls
-from ._serve import serve_listeners
+from ._serve import serve, serve_listeners
 from ._systemd import Notifier
 from ._tls import create_server_tls
 from ._types import ASGIApp
@@ -143,6 +143,42 @@ async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) ->
         notifier.notify("STOPPING=1")
     if error is not None:
         raise error
+
+
+async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> None:
+    """Serve in this process, as the command does without workers: SIGUSR1 reopens
+    the log files (after a log rotation), and with a ``notifier`` the service
+    manager is told the server's state (:func:`serve_with_notify`).
+
+    Raises:
+      ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
+    """
+    error: ConfigError | LifespanFailure | BindError | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_reopen_logs_on_sigusr1)
+        try:
+            if notifier is None:
+                await serve(app, config)
+            else:
+                await serve_with_notify(app, config, notifier)
+        except (ConfigError, LifespanFailure, BindError) as exc:
+            # Raised outside the nursery, so that the caller sees the error itself.
+            error = exc
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def _reopen_logs_on_sigusr1(
+    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    from ._logging import reopen_log_files
+
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        task_status.started()
+        async for _ in signals:
+            reopen_log_files()
+            logger.info("Reopened the log files")
 
 
 async def _stop_on_signal(
