@@ -49,6 +49,7 @@ from _helpers import (
 
 import trioserve
 from trioserve import Config
+from trioserve.connection._http11 import SHUTDOWN_IDLE_GRACE
 from trioserve.testing import TestConnection, open_test_client, open_test_server
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
@@ -537,14 +538,15 @@ async def test_100_continue_client_gone_before_receive_gives_disconnect(
 # -- 8. a connection that becomes idle after shutdown began -------------------------------
 
 
-async def test_connection_idle_after_shutdown_began_is_closed_without_keep_alive_wait(
+async def test_connection_idle_after_shutdown_began_closes_after_the_shutdown_grace_not_keep_alive(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The app answers a POST early, without reading its 10-byte body; the server
     then keeps the connection for keep-alive and waits for the other 5 bytes to
     discard them. Shutdown begins during that wait (the connection is neither idle
     nor serving a request). When the bytes arrive, the connection becomes idle
-    with shutdown under way: it must close at once. A naive server starts a new
+    with shutdown under way: it waits only ``SHUTDOWN_IDLE_GRACE`` (1 s) for a
+    request already on its way, then closes. A naive server starts a new
     keep-alive wait and holds the connection (and the shutdown) for another
     ``keep_alive_timeout`` (5 s) first."""
     caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
@@ -580,10 +582,72 @@ async def test_connection_idle_after_shutdown_began_is_closed_without_keep_alive
     [(sent_at, closed_at, rest)] = after
     assert rest == b""
     assert sent_at - shutdown_at == pytest.approx(1)
-    assert closed_at == sent_at
+    assert closed_at - sent_at == pytest.approx(SHUTDOWN_IDLE_GRACE)
     assert stopped_at == closed_at
     assert calls == ["/upload"]
     assert error_log_records(caplog) == []
+
+
+async def test_request_crossing_the_start_of_a_shutdown_is_served_with_connection_close(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A client that just got a keep-alive response sends its next request a
+    moment after the shutdown began. The request was on its way: it is served,
+    with ``connection: close``, and then the connection ends. A server that
+    closes idle connections the instant a shutdown begins crosses such a request,
+    and the client sees the connection drop without an answer (it cannot tell
+    that from a failure, so a non-idempotent request is lost)."""
+    calls: list[str] = []
+    answers: list[tuple[int, bytes, bytes]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await send_text(send, scope["path"])
+
+    async def next_request(conn: TestConnection) -> None:
+        await trio.sleep(SHUTDOWN_IDLE_GRACE / 2)  # the shutdown began meanwhile
+        await conn.send_all(b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        head, data = await read_response(conn, "POST")
+        answers.append((head.status_code, data, dict(head.headers).get(b"connection", b"")))
+        assert await conn.receive_until_closed() == b""
+        await conn.aclose()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, open_test_client(http_only(app)) as client:
+            conn = await client.connect()
+            await conn.send_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            head, data = await read_response(conn, "GET")
+            assert (head.status_code, data) == (200, b"/first")
+            nursery.start_soon(next_request, conn)
+    assert calls == ["/first", "/second"]
+    assert answers == [(200, b"/second", b"close")]
+
+
+async def test_connection_idle_longer_than_the_grace_closes_at_once_on_shutdown(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A connection idle for longer than ``SHUTDOWN_IDLE_GRACE`` when the shutdown
+    begins has no request on its way: it is closed at once, so that idle
+    connections (a browser's, say) do not hold the shutdown up."""
+    closed: list[float] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_text(send, "hello")
+
+    async def watch(conn: TestConnection) -> None:
+        assert await conn.receive_until_closed() == b""
+        closed.append(trio.current_time())
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, open_test_client(http_only(app)) as client:
+            conn = await client.connect()
+            await conn.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            head, _ = await read_response(conn, "GET")
+            assert head.status_code == 200
+            await trio.sleep(2 * SHUTDOWN_IDLE_GRACE)
+            nursery.start_soon(watch, conn)
+            shutdown_at = trio.current_time()
+    assert closed == [shutdown_at]
 
 
 # -- 9. the lingering close has an end ------------------------------------------------------

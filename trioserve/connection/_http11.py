@@ -68,6 +68,9 @@ READER_TASK_NAME = "trioserve.connection.reader"
 #: Unread request body the server reads and discards after a response to keep the
 #: connection alive; a larger remainder closes the connection instead.
 DRAIN_LIMIT = 128 * 1024
+#: Seconds of silence after which a connection that is idle when a shutdown begins
+#: is closed (see ``HTTP11Connection._wait_idle``).
+SHUTDOWN_IDLE_GRACE = 1.0
 
 Event = RequestHead | BodyChunk | RequestEnd | Signal
 
@@ -366,8 +369,9 @@ class HTTP11Connection:
             server.connections.discard(self)
 
     def shutdown_nowait(self) -> None:
-        """Begin a graceful close: at once if idle, else after the current response
-        (a websocket closes with 1001)."""
+        """Begin a graceful close: after the current response, or when idle after
+        a short wait for a request already on its way (a websocket closes with
+        1001)."""
         self._channel.closing = True
         if self._keep_alive.armed:
             self._transport.wake()
@@ -417,17 +421,31 @@ class HTTP11Connection:
         channel = self._channel
         keep_alive = self._keep_alive
         transport = self._transport
-        if channel.closing or keep_alive.expired:
+        if keep_alive.expired:
             return False
         keep_alive.arm()
         try:
-            while not (
-                transport.buffered or transport.peer_closed or channel.closing or keep_alive.expired
-            ):
+            while not (transport.buffered or transport.peer_closed or keep_alive.expired):
+                if channel.closing:
+                    await self._wait_request_on_its_way()
+                    break
                 await transport.wait_received()
         finally:
             keep_alive.disarm()
         return not keep_alive.expired and bool(transport.buffered or transport.peer_closed)
+
+    async def _wait_request_on_its_way(self) -> None:
+        """A shutdown began while the connection is idle. A client that was busy on
+        it a moment ago may have sent its next request already; closing now would
+        cross that request, and the client could not tell the close from a failure.
+        So a connection idle for less than ``SHUTDOWN_IDLE_GRACE`` seconds waits
+        out the rest of them for a request (answered with ``connection: close``);
+        one idle for longer is closed at once."""
+        transport = self._transport
+        keep_alive = self._keep_alive
+        with trio.move_on_at(keep_alive.idle_since + SHUTDOWN_IDLE_GRACE):
+            while not (transport.buffered or transport.peer_closed or keep_alive.expired):
+                await transport.wait_received()
 
     async def _read_head(self) -> RequestHead | None:
         """The next request head, once the first bytes of it (or the EOF) are here;

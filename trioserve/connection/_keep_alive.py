@@ -34,16 +34,17 @@ class KeepAlive:
 
     Attributes:
       armed: the connection is idle now (read-only: see :meth:`arm`).
+      idle_since: when the connection last went idle, on trio's clock (read-only).
       expired: the connection was idle for the whole timeout, and the guarded
           task ended (read-only).
     """
 
-    __slots__ = ("_idle_since", "_on_expiry", "_scope", "_timeout", "armed", "expired")
+    __slots__ = ("_on_expiry", "_scope", "_timeout", "armed", "expired", "idle_since")
 
     def __init__(self, timeout: float, on_expiry: Callable[[], None]) -> None:
         self._timeout = timeout
         self._on_expiry = on_expiry
-        self._idle_since = 0.0
+        self.idle_since = 0.0
         self._scope: trio.CancelScope | None = None
         self.armed = False
         self.expired = False
@@ -51,10 +52,10 @@ class KeepAlive:
     def arm(self) -> None:
         """The connection is idle from now on."""
         self.armed = True
-        self._idle_since = trio.current_time()
+        self.idle_since = trio.current_time()
         scope = self._scope
         if scope is not None and scope.deadline == math.inf:
-            scope.deadline = self._idle_since + self._timeout
+            scope.deadline = self.idle_since + self._timeout
 
     def disarm(self) -> None:
         """The connection is no longer idle. (The scope's deadline stays where it
@@ -70,11 +71,11 @@ class KeepAlive:
         restart."""
         timeout = self._timeout
         while True:
-            deadline = self._idle_since + timeout if self.armed else math.inf
+            deadline = self.idle_since + timeout if self.armed else math.inf
             with trio.CancelScope(deadline=deadline) as self._scope:
                 await fn(*args)
                 return
-            if self.armed and trio.current_time() >= self._idle_since + timeout:
+            if self.armed and trio.current_time() >= self.idle_since + timeout:
                 self.expired = True
                 self._on_expiry()
                 return
