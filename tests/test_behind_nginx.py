@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import ssl
 import time
@@ -304,6 +305,12 @@ def wait_gone(pids: set[str], timeout: float = 40.0) -> None:
         time.sleep(0.05)
 
 
+def ready_workers(server: Trioserve, count: int) -> set[str]:
+    """The PIDs of the first ``count`` workers the supervisor reported ready."""
+    server.process.wait_for(rf"(?:Worker \d+ ready(?:.|\n)*){{{count}}}")
+    return set(re.findall(r"Worker (\d+) ready", server.process.output)[:count])
+
+
 def sent_after(moment: float, count: int) -> Callable[[list[Outcome]], bool]:
     return lambda outcomes: sum(o.sent > moment for o in outcomes) >= count
 
@@ -322,8 +329,8 @@ def test_sighup_rolling_restart_under_load_fails_no_request(
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
         Load(nginx.http_url, clients=8, seconds=90) as load,
     ):
-        load.wait_for(lambda outcomes: len(pids_serving(outcomes)) == 2, timeout=20)
-        old = pids_serving(load.outcomes)
+        old = ready_workers(server, 2)
+        load.wait_for(lambda outcomes: bool(pids_serving(outcomes)), timeout=30)
         server.process.send_signal(signal.SIGHUP)
         server.process.wait_for(
             r"Received SIGHUP(?:.|\n)*Worker \d+ ready(?:.|\n)*Worker \d+ ready"
@@ -352,9 +359,10 @@ def test_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(
         run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
         Load(nginx.http_url, clients=clients, seconds=90, path="/slow") as load,
     ):
-        load.wait_for(lambda outcomes: len(pids_serving(outcomes)) == 2, timeout=20)
-        old = pids_serving(load.outcomes)
-        victim = sorted(old)[0]
+        ready_workers(server, 2)
+        # A worker that has answered has more requests in flight: the one to kill.
+        load.wait_for(lambda outcomes: bool(pids_serving(outcomes)), timeout=30)
+        victim = sorted(pids_serving(load.outcomes))[0]
         killed = time.monotonic()
         os.kill(int(victim), signal.SIGKILL)
         server.process.wait_for(rf"Worker {victim} [^\n]*replacing it(?:.|\n)*Worker \d+ ready")
