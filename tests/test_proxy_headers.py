@@ -2,9 +2,11 @@
 
 A loopback client is a trusted proxy by default (``forwarded_allow_ips`` is
 ``127.0.0.1``), and ``forwarded_allow_ips`` naming another address makes it an
-untrusted peer. Covered: ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port`` from
-a trusted peer set ``client``, ``scheme`` and the ``host`` header, and the access
-log line shows the forwarded client; from an untrusted peer, or with
+untrusted peer. Covered: ``X-Forwarded-For``/``-Proto`` from a trusted peer set
+``client`` and ``scheme``, ``-Host``/``-Port`` the ``host`` header only with
+``forwarded_host``, and the access log line shows the forwarded client; a
+client's broken ``Forwarded`` element cannot cancel the one its proxy appended;
+an address with an IPv6 zone (free text) is never a client; from an untrusted peer, or with
 ``proxy_headers`` off, nothing changes; each mode ignores the other family (a
 client cannot smuggle it past a proxy that rewrites only one); ``Forwarded`` in
 ``forwarded`` mode; a websocket gets ``wss``; Unix-socket peers are trusted by

@@ -9,9 +9,11 @@ anything, with one WARNING line naming the peer; ``auto`` serves connections
 with and without a header, also when the first bytes trickle in one at a time
 and begin like a signature (``P`` of ``POST``); the header comes before the TLS
 handshake; forwarding headers are then trusted by the header's client address;
-a peer that leaves without a byte is not logged, one that closes or resets inside
-the header is; ``header_timeout`` bounds the wait (virtual time); a shutdown
-drops a connection still waiting for its header.
+a peer that leaves without a byte (closing or resetting) is not logged, one that
+closes or resets inside the header is; an untrusted peer is warned about only
+after a whole signature; a v1 address with an IPv6 zone is malformed;
+``header_timeout`` bounds the wait (virtual time); a shutdown drops a connection
+still waiting for its header.
 """
 
 from __future__ import annotations
