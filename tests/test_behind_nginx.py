@@ -7,7 +7,8 @@ and over a Unix socket, with upstream keep-alive. Without nginx the module is
 skipped with the install command, or fails when ``CI`` is set.
 
 Quick: requests and keep-alive over both upstream kinds; the client's address
-and the https scheme from nginx's X-Forwarded-* headers; a 10 MB upload; a
+and the https scheme from nginx's X-Forwarded-* headers; a client's own
+X-Forwarded-Host and -Port never reach the app's host header; a 10 MB upload; a
 response streamed through; a websocket.
 Slow: thousands of requests that each take longer than trioserve's keep-alive
 timeout without one 502; with idle pauses between requests, none lost when
@@ -130,6 +131,32 @@ def test_client_address_and_scheme_arrive_through_nginx_headers(
     seen = json.loads(response.text)
     assert seen["scheme"] == scheme
     assert seen["client"][0] == "127.0.0.2"
+
+
+@pytest.mark.parametrize("forwarded_host", [False, True])
+def test_a_clients_x_forwarded_host_never_reaches_the_host_header(
+    forwarded_host: bool, tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    """The client sends its own X-Forwarded-Host and -Port. With the documented
+    config nginx replaces both, so the app's host header is the one the client
+    asked nginx for: by default trioserve does not read them at all; with
+    ``--forwarded-host`` it reads nginx's values (the host and nginx's port)."""
+    args = ["--forwarded-host"] if forwarded_host else []
+    with (
+        run_trioserve(*args) as server,
+        run_nginx(tmp_path, server.upstream, *tls_files) as nginx,
+        httpx.Client(timeout=10, trust_env=False) as http,
+    ):
+        headers = {
+            "Host": "shop.example",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Port": "1337",
+        }
+        response = http.get(f"{nginx.http_url}/scope", headers=headers)
+    assert response.status_code == 200, response.text
+    port = nginx.http_url.rsplit(":", 1)[1]
+    expected = f"shop.example:{port}" if forwarded_host else "shop.example"
+    assert json.loads(response.text)["host"] == [expected]
 
 
 def test_ten_megabyte_upload_arrives_whole_through_nginx(

@@ -28,7 +28,7 @@ import pytest
 import trio
 
 from trioserve import Config, ConfigError
-from trioserve._logging import configure_logging
+from trioserve._logging import AccessLogAtoms, configure_logging
 from trioserve.testing import open_test_client, open_test_server
 
 ACCESS = "trioserve.access"
@@ -332,6 +332,14 @@ async def test_control_bytes_obs_text_and_quotes_in_headers_are_escaped(
     assert line.endswith(" back\\\\slash\\x07bell")
     unescaped_quotes = re.findall(r'(?<!\\)"', line)
     assert len(unescaped_quotes) == 6  # those of "%(r)s" "%(f)s" "%(a)s"
+
+
+def test_the_client_address_is_escaped_like_everything_else() -> None:
+    """Forwarding headers and PROXY headers put addresses a proxy reported into
+    ``client``; the address is checked there, and the log escapes it anyway."""
+    atoms = AccessLogAtoms({"client": ('::1%"\x85\x1b[31m\n', 5)}, 200, (), 0, 0.0)
+    assert atoms["h"] == '::1%\\"\\x85\\x1b[31m\\x0a:5'
+    assert AccessLogAtoms({"client": None}, 200, (), 0, 0.0)["h"] == "-"
 
 
 # -- status of requests that did not end normally --------------------------------------

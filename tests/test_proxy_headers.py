@@ -2,9 +2,11 @@
 
 A loopback client is a trusted proxy by default (``forwarded_allow_ips`` is
 ``127.0.0.1``), and ``forwarded_allow_ips`` naming another address makes it an
-untrusted peer. Covered: ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port`` from
-a trusted peer set ``client``, ``scheme`` and the ``host`` header, and the access
-log line shows the forwarded client; from an untrusted peer, or with
+untrusted peer. Covered: ``X-Forwarded-For``/``-Proto`` from a trusted peer set
+``client`` and ``scheme``, ``-Host``/``-Port`` the ``host`` header only with
+``forwarded_host``, and the access log line shows the forwarded client; a
+client's broken ``Forwarded`` element cannot cancel the one its proxy appended;
+an address with an IPv6 zone (free text) is never a client; from an untrusted peer, or with
 ``proxy_headers`` off, nothing changes; each mode ignores the other family (a
 client cannot smuggle it past a proxy that rewrites only one); ``Forwarded`` in
 ``forwarded`` mode; a websocket gets ``wss``; Unix-socket peers are trusted by
@@ -79,11 +81,21 @@ X_FORWARDED = {
 
 
 async def test_x_forwarded_headers_from_a_trusted_peer_set_client_scheme_and_host() -> None:
-    result = await seen(X_FORWARDED)
+    result = await seen(X_FORWARDED, forwarded_host=True)
     assert result["client"] == ["192.0.2.1", 0]
     assert result["scheme"] == "https"
     assert result["host"] == ["shop.example:8443"]
     assert result["server"][0] == "127.0.0.1"  # the socket's own address
+
+
+async def test_x_forwarded_host_and_port_are_ignored_by_default() -> None:
+    """nginx set up for X-Forwarded-For and -Proto passes a client's
+    X-Forwarded-Host and -Port on: unless ``forwarded_host`` says the proxy sets
+    them, they never reach the host header."""
+    result = await seen({**X_FORWARDED, "Host": "shop.example"})
+    assert result["client"] == ["192.0.2.1", 0]
+    assert result["scheme"] == "https"
+    assert result["host"] == ["shop.example"]
 
 
 async def test_a_trusted_proxy_chain_is_walked_from_the_right() -> None:
@@ -135,6 +147,56 @@ async def test_malformed_forwarded_is_ignored_not_a_500() -> None:
     )
     assert result["client"][0] == "127.0.0.1"
     assert result["scheme"] == "http"
+
+
+async def send_raw(request: bytes, **keys: Any) -> dict[str, Any]:
+    """What the app sees of ``request``, sent byte for byte from 127.0.0.1."""
+    with trio.fail_after(5):
+        async with open_test_server(report, config(**keys)) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(request)
+            chunks = []
+            while data := await stream.receive_some():
+                chunks.append(data)
+            await stream.aclose()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Forwarded: for=999.0.0.1, for=203.0.113.5;proto=https\r\n",
+        b"Forwarded: for=192.0.2.9;for=192.0.2.10\r\nForwarded: for=203.0.113.5;proto=https\r\n",
+        b'Forwarded: for="192.0.2.9, for=203.0.113.5;proto=https\r\n',
+        b"Forwarded: for=UNKNOWN\r\nForwarded: for=203.0.113.5;proto=https\r\n",
+    ],
+)
+async def test_a_clients_broken_forwarded_element_cannot_cancel_the_proxys(fields: bytes) -> None:
+    """The client wrote the broken element; the trusted proxy appended its own
+    about the client's connection, to the same line or as a new one."""
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"Connection: close\r\n\r\n"
+    result = await send_raw(request, proxy_headers_mode="forwarded")
+    assert result["client"] == ["203.0.113.5", 0]
+    assert result["scheme"] == "https"
+
+
+@pytest.mark.parametrize(
+    ("field", "mode"),
+    [
+        (b"X-Forwarded-For: ::1%<img src=x onerror=alert(1)> or 1=1", "x-forwarded"),
+        (b'X-Forwarded-For: ::1%"\x85\x9b31m', "x-forwarded"),
+        (b'Forwarded: for="[::1%\\" onmouseover=x]"', "forwarded"),
+    ],
+)
+async def test_a_forwarded_client_is_an_address_never_free_text(field: bytes, mode: str) -> None:
+    """An IPv6 zone (``%...``) can hold any text; an entry with one is not an
+    address, and the client stays the peer."""
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n" + field + b"\r\nConnection: close\r\n\r\n"
+    result = await send_raw(request, proxy_headers_mode=mode)
+    assert result["client"][0] == "127.0.0.1"
 
 
 async def test_a_request_without_forwarding_headers_is_unchanged() -> None:

@@ -9,9 +9,11 @@ anything, with one WARNING line naming the peer; ``auto`` serves connections
 with and without a header, also when the first bytes trickle in one at a time
 and begin like a signature (``P`` of ``POST``); the header comes before the TLS
 handshake; forwarding headers are then trusted by the header's client address;
-a peer that leaves without a byte is not logged, one that closes or resets inside
-the header is; ``header_timeout`` bounds the wait (virtual time); a shutdown
-drops a connection still waiting for its header.
+a peer that leaves without a byte (closing or resetting) is not logged, one that
+closes or resets inside the header is; an untrusted peer is warned about only
+after a whole signature; a v1 address with an IPv6 zone is malformed;
+``header_timeout`` bounds the wait (virtual time); a shutdown drops a connection
+still waiting for its header.
 """
 
 from __future__ import annotations
@@ -110,6 +112,13 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if r.name == ERROR and r.levelno >= logging.WARNING
     ]
+
+
+def header_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The error log's lines about connections closed in or before the header, at
+    any level."""
+    messages = [r.getMessage() for r in caplog.records if r.name == ERROR]
+    return [m for m in messages if m.startswith("Closing the connection") or "sent nothing" in m]
 
 
 async def test_v1_header_sets_client_and_server_for_every_request() -> None:
@@ -283,18 +292,32 @@ async def test_a_reset_inside_the_header_is_a_warning(caplog: pytest.LogCaptureF
 
 
 @pytest.mark.parametrize(
-    ("mode", "sent", "warned"),
-    [("v1", b"", True), ("v1", V1[:10], True), ("auto", b"", False), ("auto", b"PRO", True)],
+    ("mode", "sent", "trusted", "warned"),
+    [
+        ("v1", b"", True, True),
+        ("v1", V1[:10], True, True),
+        ("auto", b"", True, False),
+        ("auto", b"PRO", True, True),
+        # From a peer that is not trusted, bytes that only begin a signature (a
+        # scanner's blank lines) are no header, and not worth a warning.
+        ("v1", b"\r\n\r\n", False, False),
+        ("auto", PROXY_V2_SIGNATURE[:11], False, False),
+        ("auto", b"PROXY", False, False),
+    ],
 )
 async def test_header_timeout_bounds_the_wait_for_the_header(
     autojump_clock: trio.abc.Clock,
     caplog: pytest.LogCaptureFixture,
     mode: str,
     sent: bytes,
+    trusted: bool,
     warned: bool,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=ERROR)
     app = Reporter()
     keys = {"proxy_protocol": mode, "header_timeout": 7.0, "keep_alive_timeout": 100.0}
+    if not trusted:
+        keys["forwarded_allow_ips"] = "192.0.2.250"
     async with open_test_server(app, config(**keys)) as server:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         start_time = trio.current_time()
@@ -310,6 +333,74 @@ async def test_header_timeout_bounds_the_wait_for_the_header(
         assert "no complete PROXY header within 7s" in line
     else:
         assert warnings(caplog) == []
+        [line] = header_lines(caplog)
+        assert "within 7s" in line
+
+
+async def test_a_peer_that_resets_before_a_byte_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A health checker that connects and closes with a reset (HAProxy's TCP
+    check does) left, as one that closes politely."""
+    caplog.set_level(logging.DEBUG, logger=ERROR)
+    app = Reporter()
+    with trio.fail_after(5):
+        async with open_test_server(app, config(proxy_protocol="v2")) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await trio.testing.wait_all_tasks_blocked()  # the server waits for the header
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+            await exchange(server.port, V2_INET + GET_CLOSE)  # the reset one is dealt with
+    assert header_lines(caplog) == []
+    assert app.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "warned"),
+    [(b"\r\n", False), (b"PROX", False), (PROXY_V2_SIGNATURE, True), (b"PROXY ", True)],
+)
+async def test_an_untrusted_peer_is_warned_about_only_after_a_whole_signature(
+    caplog: pytest.LogCaptureFixture, sent: bytes, warned: bool
+) -> None:
+    """Bytes that merely begin a signature, then a close: a scanner's probe or a
+    stray client, logged at DEBUG. A whole signature: a PROXY header the peer may
+    not send, a WARNING."""
+    caplog.set_level(logging.DEBUG, logger=ERROR)
+    keys = {"proxy_protocol": "auto", "forwarded_allow_ips": "192.0.2.250"}
+    with trio.fail_after(5):
+        async with open_test_server(Reporter(), config(**keys)) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(sent)
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            await exchange(server.port, GET_CLOSE)  # the first one is dealt with
+    if warned:
+        [line] = warnings(caplog)
+        assert "not trusted" in line
+    else:
+        assert warnings(caplog) == []
+        [line] = header_lines(caplog)
+        assert "connection closed inside the PROXY header" in line
+
+
+async def test_a_v1_address_with_a_zone_closes_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An IPv6 zone is free text: it could carry a line break into the access
+    log. Such a header is malformed."""
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    app = Reporter()
+    header = b"PROXY TCP6 ::1%\nFORGED_LINE_200 ::1 1 2\r\n"
+    with trio.fail_after(5):
+        async with open_test_server(app, config(proxy_protocol="v1", accesslog="-")) as server:
+            received = await exchange(server.port, header + GET_CLOSE)
+    assert received == b""
+    assert app.calls == 0
+    [line] = warnings(caplog)
+    assert "is not a TCP6 address" in line
+    assert "\n" not in line
+    assert [r for r in caplog.records if r.name == "trioserve.access"] == []
 
 
 async def test_shutdown_drops_a_connection_waiting_for_its_header() -> None:

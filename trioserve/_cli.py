@@ -95,6 +95,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
         click.Choice(["x-forwarded", "forwarded"]),
         {},
     ),
+    ("Proxies", ("--forwarded-host/--no-forwarded-host",), "forwarded_host", bool, {}),
     (
         "Proxies",
         ("--proxy-protocol",),

@@ -237,7 +237,9 @@ class Config:
     header_timeout: float = _key(
         10.0,
         "Seconds from a request's first byte until its head is complete (slowloris "
-        "defence); on expiry the client gets 408 and the connection closes.",
+        "defence); on expiry the client gets 408 and the connection closes. With "
+        "``proxy_protocol`` on, also the time a new connection has for its PROXY "
+        "header, or its first bytes (instead of ``keep_alive_timeout``).",
         _seconds,
         hypercorn=False,
     )
@@ -382,10 +384,22 @@ class Config:
     proxy_headers_mode: ProxyHeadersMode = _key(
         "x-forwarded",
         "Which family of forwarding headers is read: ``x-forwarded`` "
-        "(``X-Forwarded-For``, ``-Proto``, ``-Host``, ``-Port``) or ``forwarded`` "
+        "(``X-Forwarded-For``, ``-Proto``, and with ``forwarded_host`` ``-Host`` and "
+        "``-Port``) or ``forwarded`` "
         "(RFC 7239 ``Forwarded``). Never both: the other family could come from the "
         "client, passed on untouched by a proxy that only rewrites this one.",
         _choice("x-forwarded", "forwarded"),
+        hypercorn=False,
+    )
+    forwarded_host: bool = _key(
+        False,
+        "In ``x-forwarded`` mode, also believe ``X-Forwarded-Host`` and "
+        "``X-Forwarded-Port`` from trusted peers: they replace the ``host`` header. "
+        "Turn it on only when the proxy sets or clears both, since one that sets "
+        "just ``X-Forwarded-For`` and ``-Proto`` passes a client's copies on. "
+        "(``Forwarded``'s ``host=`` is applied in ``forwarded`` mode regardless: it "
+        "is part of the element the proxy appends.)",
+        _bool,
         hypercorn=False,
     )
     proxy_protocol: ProxyProtocolMode = _key(

@@ -103,7 +103,7 @@ class AccessLogAtoms(dict[str, str]):
         status_text = "-" if status is None else str(status)
         self.update(
             {
-                "h": f"{client[0]}:{client[1]}" if client else "-",
+                "h": escape(f"{client[0]}:{client[1]}") if client else "-",
                 "l": "-",
                 "u": "-",
                 "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),

@@ -26,6 +26,7 @@ The caller bounds the whole read with ``header_timeout``.
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import trio
@@ -51,13 +52,18 @@ class ProxyHeaderReader:
     Attributes:
       seen: bytes have arrived that may begin a PROXY header (so a connection
           that ends or times out now was cut off inside one).
+      signed: a whole signature has arrived (``PROXY `` or the twelve bytes of
+          version 2), not just bytes that could begin one: the peer meant to send
+          a header. A few bytes such as ``\r\n`` begin the version 2 signature
+          and are also what scanners and stray clients send.
     """
 
-    __slots__ = ("_sock", "seen")
+    __slots__ = ("_sock", "seen", "signed")
 
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self._sock = sock
         self.seen = False
+        self.signed = False
 
     async def read(self, version: str, *, trusted: bool) -> tuple[ProxyHeader, bytes] | None:
         """Read the header.
@@ -69,7 +75,8 @@ class ProxyHeaderReader:
         Returns:
           The header (:data:`NO_PROXY_HEADER` if there is none and none was
           required) and the bytes read that are not part of it (usually none),
-          or ``None`` if the peer closed before sending anything.
+          or ``None`` if the peer left before sending anything (closed or
+          reset: how health checkers end their probes).
 
         Raises:
           RemoteProtocolError: a malformed header, a missing one (``v1``, ``v2``),
@@ -83,12 +90,16 @@ class ProxyHeaderReader:
                     proxy_header_bound(received) - len(received), socket.MSG_PEEK
                 )
             except OSError as exc:
+                if not received and exc.errno == errno.ECONNRESET:
+                    return None
                 raise RemoteProtocolError(f"connection broken in the PROXY header: {exc}") from exc
             if not data:
                 if not received:
                     return None
                 raise RemoteProtocolError("connection closed inside the PROXY header")
             data = received + data
+            if proxy_signature(data):
+                self.signed = True
             if trusted:
                 header = parse_proxy_header(data, version)
             else:

@@ -111,7 +111,9 @@ class ServerState:
         self.proxies = TrustedProxies(config.forwarded_allow_ips)
         #: How the forwarding headers of trusted peers are applied (``None``: not at all).
         self.forwarded_headers = (
-            ForwardedHeaders(config.proxy_headers_mode, self.proxies)
+            ForwardedHeaders(
+                config.proxy_headers_mode, self.proxies, forwarded_host=config.forwarded_host
+            )
             if config.proxy_headers
             else None
         )

@@ -18,6 +18,7 @@ from trioserve import RemoteProtocolError
 from trioserve.protocol._events import RequestHead
 from trioserve.protocol._http11 import HTTP11Protocol
 from trioserve.protocol._proxy import (
+    MAX_FORWARDED_ENTRIES,
     NO_PROXY_HEADER,
     PROXY_V2_SIGNATURE,
     ForwardedHeaders,
@@ -42,10 +43,16 @@ def scope(*headers: tuple[bytes, bytes], kind: str = "http") -> dict[str, Any]:
     }
 
 
-def applied(*headers: tuple[bytes, bytes], mode: str = "x-forwarded", kind: str = "http") -> Any:
+def applied(
+    *headers: tuple[bytes, bytes], mode: str = "x-forwarded", kind: str = "http", host: bool = False
+) -> Any:
     result = scope(*headers, kind=kind)
-    ForwardedHeaders(mode, PROXIES).apply(result)
+    ForwardedHeaders(mode, PROXIES, forwarded_host=host).apply(result)
     return result
+
+
+def applied_with_host(*headers: tuple[bytes, bytes]) -> Any:
+    return applied(*headers, host=True)
 
 
 def host_of(result: dict[str, Any]) -> bytes:
@@ -186,8 +193,16 @@ def test_x_forwarded_proto_sets_the_scheme(value: bytes, kind: str, scheme: str)
     assert applied((b"x-forwarded-proto", value), kind=kind)["scheme"] == scheme
 
 
+def test_x_forwarded_host_and_port_are_ignored_unless_opted_in() -> None:
+    """A proxy that sets only X-Forwarded-For and -Proto passes a client's
+    X-Forwarded-Host and -Port on: by default they must not reach the host header."""
+    headers = ((b"x-forwarded-host", b"evil.example"), (b"x-forwarded-port", b"1337"))
+    assert applied(*headers) == scope(*headers)
+    assert host_of(applied_with_host(*headers)) == b"evil.example:1337"
+
+
 def test_x_forwarded_host_replaces_the_host_header() -> None:
-    result = applied((b"x-forwarded-host", b"example.com"), (b"accept", b"*/*"))
+    result = applied_with_host((b"x-forwarded-host", b"example.com"), (b"accept", b"*/*"))
     assert result["headers"] == [
         (b"host", b"example.com"),
         (b"x-forwarded-host", b"example.com"),
@@ -198,18 +213,27 @@ def test_x_forwarded_host_replaces_the_host_header() -> None:
 
 def test_x_forwarded_host_is_added_when_the_request_had_none() -> None:
     result = {"type": "http", "scheme": "http", "client": PEER, "headers": []}
-    ForwardedHeaders("x-forwarded", PROXIES).apply(result)
+    ForwardedHeaders("x-forwarded", PROXIES, forwarded_host=True).apply(result)
     assert result["headers"] == []
     result["headers"] = [(b"x-forwarded-host", b"example.com:8443")]
-    ForwardedHeaders("x-forwarded", PROXIES).apply(result)
+    ForwardedHeaders("x-forwarded", PROXIES, forwarded_host=True).apply(result)
     assert result["headers"][0] == (b"host", b"example.com:8443")
 
 
 @pytest.mark.parametrize(
-    "value", [b"exa mple.com", b"example.com:port", b"a/b", b"[::1", b"example.com:123456"]
+    "value",
+    [
+        b"exa mple.com",
+        b"example.com:port",
+        b"a/b",
+        b"[::1",
+        b"example.com:123456",
+        b"example.com:65536",
+        b"[::1]:99999",
+    ],
 )
 def test_x_forwarded_host_that_is_not_a_host_is_ignored(value: bytes) -> None:
-    assert host_of(applied((b"x-forwarded-host", value))) == b"internal:8000"
+    assert host_of(applied_with_host((b"x-forwarded-host", value))) == b"internal:8000"
 
 
 @pytest.mark.parametrize(
@@ -236,21 +260,21 @@ def test_x_forwarded_host_that_is_not_a_host_is_ignored(value: bytes) -> None:
 def test_x_forwarded_port_sets_the_port_of_the_host_header(
     headers: list[tuple[bytes, bytes]], host: bytes
 ) -> None:
-    assert host_of(applied(*headers)) == host
+    assert host_of(applied_with_host(*headers)) == host
 
 
 def test_x_forwarded_port_without_a_usable_host_header_is_ignored() -> None:
     result = {"type": "http", "scheme": "http", "client": PEER, "headers": []}
     result["headers"] = [(b"x-forwarded-port", b"8443")]
-    ForwardedHeaders("x-forwarded", PROXIES).apply(result)
+    ForwardedHeaders("x-forwarded", PROXIES, forwarded_host=True).apply(result)
     assert result["headers"] == [(b"x-forwarded-port", b"8443")]
     result["headers"] = [(b"host", b"bad host"), (b"x-forwarded-port", b"8443")]
-    ForwardedHeaders("x-forwarded", PROXIES).apply(result)
+    ForwardedHeaders("x-forwarded", PROXIES, forwarded_host=True).apply(result)
     assert result["headers"] == [(b"host", b"bad host"), (b"x-forwarded-port", b"8443")]
 
 
 def test_x_forwarded_mode_ignores_forwarded() -> None:
-    result = applied((b"forwarded", b"for=192.0.2.1;proto=https;host=evil.example"))
+    result = applied_with_host((b"forwarded", b"for=192.0.2.1;proto=https;host=evil.example"))
     assert result == scope((b"forwarded", b"for=192.0.2.1;proto=https;host=evil.example"))
 
 
@@ -348,8 +372,9 @@ def test_forwarded_websocket_scope_gets_wss() -> None:
         b"=x",
     ],
 )
-def test_malformed_forwarded_is_ignored_as_a_whole(value: bytes) -> None:
-    # The element that would otherwise be used says proto=https.
+def test_a_broken_element_reached_by_the_walk_applies_nothing(value: bytes) -> None:
+    # The broken element is the right-most; the one left of it says proto=https
+    # but is never reached.
     result = forwarded(b"for=192.0.2.9;proto=https", value)
     assert result == scope((b"forwarded", b"for=192.0.2.9;proto=https"), (b"forwarded", value)), (
         value
@@ -371,6 +396,120 @@ def test_forwarded_mode_ignores_x_forwarded() -> None:
         (b"x-forwarded-port", b"8443"),
     ]
     assert applied(*headers, mode="forwarded") == scope(*headers)
+
+
+@pytest.mark.parametrize(
+    "client_part",
+    [
+        b"for=999.0.0.1",  # valid syntax, not an address
+        b"for=192.0.2.9;for=192.0.2.10",  # a parameter twice in one element
+        b'for="192.0.2.9',  # an unbalanced quote
+        b'for="[::1]:80;proto=https',
+        b"for=192.0.2.1 proto=https",
+        b"for=[2001:db9::1]",
+        b"for",
+    ],
+)
+@pytest.mark.parametrize("same_line", [True, False])
+def test_a_broken_client_element_left_of_the_proxys_does_not_matter(
+    client_part: bytes, same_line: bool
+) -> None:
+    """The trusted proxy appends a well-formed element, to the client's line
+    (``$http_forwarded, for=...``) or as a line of its own: the client's broken
+    element left of it must not cancel it."""
+    proxys = b"for=203.0.113.5;proto=https;host=shop.example"
+    values = (client_part + b", " + proxys,) if same_line else (client_part, proxys)
+    result = forwarded(*values)
+    assert result["client"] == ("203.0.113.5", 0)
+    assert result["scheme"] == "https"
+    assert host_of(result) == b"shop.example"
+
+
+def test_forwarded_unknown_is_case_insensitive() -> None:
+    result = forwarded(b"for=UNKNOWN;proto=https, for=10.0.0.1")
+    assert result["client"] == PEER
+    assert result["scheme"] == "https"
+
+
+def test_forwarded_broken_element_between_trusted_ones_stops_the_walk() -> None:
+    result = forwarded(b"for=192.0.2.60;proto=https, for=999.1.1.1, for=10.0.0.1;proto=http")
+    assert result == scope(
+        (b"forwarded", b"for=192.0.2.60;proto=https, for=999.1.1.1, for=10.0.0.1;proto=http")
+    )
+
+
+def test_forwarded_element_with_too_many_parameters_is_broken() -> None:
+    def element(extensions: int) -> bytes:
+        return b"for=192.0.2.60;proto=https" + b"".join(b";x%d=y" % n for n in range(extensions))
+
+    assert forwarded(element(14))["scheme"] == "https"  # 16 parameters
+    assert forwarded(element(15))["scheme"] == "http"
+
+
+# -- the walk is bounded -------------------------------------------------------------------
+
+
+def test_x_forwarded_for_walk_looks_at_no_more_than_the_cap() -> None:
+    """All of a list within the cap is walked (every entry trusted: the
+    left-most); one entry more and the walk stops at the cap, so the client's
+    left-most claim is never parsed and the client stays the peer."""
+    trusted = [b"10.0.0.%d" % n for n in range(MAX_FORWARDED_ENTRIES - 1)]
+    within = b", ".join([b"192.0.2.1", *trusted])
+    assert applied((b"x-forwarded-for", within))["client"] == ("192.0.2.1", 0)
+    beyond = b", ".join([b"192.0.2.1", b"10.0.0.99", *trusted])
+    assert applied((b"x-forwarded-for", beyond))["client"] == PEER
+    # Across several lines, and with empty items counted: the same cap.
+    lines = [(b"x-forwarded-for", b"192.0.2.1, ,")] + [
+        (b"x-forwarded-for", entry) for entry in trusted
+    ]
+    assert applied(*lines)["client"] == PEER
+
+
+def test_x_forwarded_for_padding_left_of_the_client_does_not_change_it() -> None:
+    """Thousands of junk entries left of the client do not change the answer;
+    the walk stops at the client, the first untrusted entry from the right."""
+    padded = b"x," * 7000 + b"203.0.113.5, 10.0.0.1"
+    assert applied((b"x-forwarded-for", padded))["client"] == ("203.0.113.5", 0)
+
+
+def test_forwarded_walk_looks_at_no_more_than_the_cap() -> None:
+    trusted = b", ".join(b"for=10.0.0.%d" % n for n in range(MAX_FORWARDED_ENTRIES - 1))
+    within = forwarded(b"for=192.0.2.1;proto=https, " + trusted)
+    assert (within["client"], within["scheme"]) == (("192.0.2.1", 0), "https")
+    beyond = forwarded(b"for=192.0.2.1;proto=https, for=10.0.0.99, " + trusted)
+    assert (beyond["client"], beyond["scheme"]) == (PEER, "http")
+
+
+# -- addresses are addresses -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"::1%<img src=x onerror=alert(1)> or 1=1",
+        b'::1%"\x85\x9b31m',
+        b"[fe80::1%eth0]:80",
+        b"fe80::1%eth0",
+        b"[::1%25]",
+    ],
+)
+def test_x_forwarded_for_address_with_a_zone_is_not_an_address(value: bytes) -> None:
+    assert applied((b"x-forwarded-for", value))["client"] == PEER
+
+
+@pytest.mark.parametrize(
+    "value", [b'for="[::1%\\" onmouseover=x]"', b'for="[fe80::1%eth0]:80"', b'for="[::1%1]"']
+)
+def test_forwarded_node_with_a_zone_is_not_an_address(value: bytes) -> None:
+    result = forwarded(value + b";proto=https")
+    assert result == scope((b"forwarded", value + b";proto=https"))
+
+
+def test_a_trusted_link_local_peer_is_written_with_its_zone() -> None:
+    proxies = TrustedProxies(["fe80::1%eth0"])
+    assert proxies.trusts("fe80::1%eth0")
+    assert not proxies.trusts("fe80::1")
+    assert not TrustedProxies(["fe80::1"]).trusts("fe80::1%eth0")
 
 
 # -- the parser notes forwarding headers -------------------------------------------------
@@ -477,6 +616,9 @@ def test_proxy_v1_incomplete_needs_more(cut: int) -> None:
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2", "b'01' is not a port"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 -2", "b'-2' is not a port"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 ", "b'' is not a port"),
+        (b"PROXY TCP6 ::1%eth0 ::1 1 2", "b'::1%eth0' is not a TCP6 address"),
+        (b"PROXY TCP6 ::1 ::1%1 1 2", "b'::1%1' is not a TCP6 address"),
+        (b"PROXY TCP6 ::1%\nFORGED_LINE_200 ::1 1 2", "b'::1%\\nFORGED_LINE_200' is not a TCP6"),
     ],
 )
 def test_proxy_v1_malformed(line: bytes, message: str) -> None:

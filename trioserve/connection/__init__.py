@@ -106,7 +106,12 @@ async def _read_proxy_header(
     addresses, or ``None`` when the connection is to be closed: the header was
     missing, malformed, came from a peer that is not trusted, or did not arrive
     within ``header_timeout`` (each logged at WARNING, one line), or the peer left
-    before sending anything (not logged)."""
+    before sending anything (not logged).
+
+    A peer that is not trusted is logged at WARNING only once it has sent a whole
+    signature: a few bytes that merely begin one (``\r\n`` begins version 2's)
+    and then a close, a reset or silence are what scanners and stray clients
+    send, at DEBUG."""
     config = server.config
     if server.shutting_down:  # pragma: no cover - the same narrow race as a handshake's
         return None
@@ -133,8 +138,11 @@ async def _read_proxy_header(
                 config.header_timeout,
             )
     if problem is not None:
-        error_logger.warning(
-            "Closing the connection from %s: %s", escape(describe_client(client)), escape(problem)
+        error_logger.log(
+            logging.WARNING if trusted or reader.signed else logging.DEBUG,
+            "Closing the connection from %s: %s",
+            escape(describe_client(client)),
+            escape(problem),
         )
     if result is None:
         return None

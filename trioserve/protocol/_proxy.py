@@ -26,15 +26,22 @@ What forwarding headers change in a scope (and nothing else):
 - ``client``: the right-most address that is not a trusted proxy (a list is
   appended to by each proxy, so entries left of the first untrusted one are
   whatever the client claimed); when every entry is trusted, the left-most. An
-  entry that is not an IP address (``unknown``, an obfuscated ``_name``) stops
-  the walk too, but leaves ``client`` as it was: ASGI's ``client`` is an address.
-  A port is taken when the entry has one, else it is 0.
+  entry that is not an IP address (``unknown``, an obfuscated ``_name``, an
+  address with an IPv6 zone) stops the walk too, but leaves ``client`` as it
+  was: ASGI's ``client`` is an address. A port is taken when the entry has one,
+  else it is 0. The walk parses an entry only when it gets there, and looks at
+  no more than :data:`MAX_FORWARDED_ENTRIES` of them (reaching the cap stops it
+  like an entry that is not an address), so a padded list costs no more than a
+  short one.
 - ``scheme``: ``http`` or ``https`` (``ws``/``wss`` for a websocket).
-- the ``host`` header: the forwarded host, and with ``X-Forwarded-Port`` its
-  port (left out when it is the scheme's default). ``scope["server"]`` stays the
-  socket's local address, as ASGI defines it.
+- the ``host`` header: the ``host`` of the client's ``Forwarded`` element, or
+  (only with ``forwarded_host``) ``X-Forwarded-Host``, and with
+  ``X-Forwarded-Port`` its port (left out when it is the scheme's default).
+  ``scope["server"]`` stays the socket's local address, as ASGI defines it.
 
-A header that cannot be parsed is ignored as a whole; it never fails a request.
+A header that cannot be parsed never fails a request. A ``Forwarded`` element
+that cannot be parsed stops the walk when it is reached, and then nothing is
+applied; one left of where the walk stops never matters.
 """
 
 from __future__ import annotations
@@ -42,13 +49,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .._errors import RemoteProtocolError
 
 __all__ = [
     "FORWARDING_HEADERS",
+    "MAX_FORWARDED_ENTRIES",
     "NO_PROXY_HEADER",
     "PROXY_V1_MAX_LENGTH",
     "PROXY_V2_SIGNATURE",
@@ -152,12 +160,20 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*"'
 _PAIR = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})[ \t]*")
-_SEPARATOR = re.compile(r"[ \t]*([,;]|\Z)")
+_SEPARATOR = re.compile(r"[ \t]*(;|\Z)")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _OBFUSCATED = re.compile(r"_[A-Za-z0-9._-]+")
 _NODE_PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
 
 Client = tuple[str, int]
+
+#: The most items of a forwarding list (``X-Forwarded-For``, ``Forwarded``) the
+#: walk from the right looks at. No real chain of trusted proxies is that long; a
+#: longer list is padding, and each item looked at costs a parse. Reaching the
+#: cap counts as an item that is not an address: the walk stops there.
+MAX_FORWARDED_ENTRIES = 32
+#: The most parameters of one ``Forwarded`` element (RFC 7239 defines four).
+_MAX_PARAMETERS = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,14 +189,34 @@ class _Forwarded:
     port: int | None = None
 
 
-def _values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    """The comma-separated elements of every ``name`` field, in order (RFC 9110
-    5.3: several field lines are one list)."""
-    items = []
-    for field, value in headers:
-        if field == name:
-            items.extend(value.decode("latin-1").split(","))
-    return [item.strip() for item in items if item.strip()]
+def _from_right(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> Iterator[str | None]:
+    """The items of every ``name`` field, right-most first (RFC 9110 5.3: several
+    field lines are one list), empty ones skipped. Only the last
+    :data:`MAX_FORWARDED_ENTRIES` items (empty ones included) are split off and
+    looked at; if there are more, ``None`` comes last instead of the rest."""
+    budget = MAX_FORWARDED_ENTRIES
+    for field, value in reversed(headers):
+        if field != name:
+            continue
+        for item in reversed(value.rsplit(b",", budget)):
+            if budget == 0:
+                yield None
+                return
+            budget -= 1
+            item = item.strip()
+            if item:
+                yield item.decode("latin-1")
+
+
+def _last(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The right-most item of the ``name`` fields: the one the nearest proxy set."""
+    return next(_from_right(headers, name), None)
+
+
+def _scoped(address: _IPAddress) -> bool:
+    """Whether ``address`` carries an IPv6 zone (``fe80::1%eth0``): a zone is free
+    text, never part of an address a proxy reports for a remote client."""
+    return isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None
 
 
 def _node(text: str) -> tuple[_IPAddress | None, int]:
@@ -198,6 +234,8 @@ def _node(text: str) -> tuple[_IPAddress | None, int]:
         address = ipaddress.ip_address(host)
     except ValueError:
         return None, 0
+    if _scoped(address):
+        return None, 0
     if port:
         if not _PORT.fullmatch(port) or int(port) > 65535:
             return None, 0
@@ -205,80 +243,80 @@ def _node(text: str) -> tuple[_IPAddress | None, int]:
     return address, 0
 
 
-def _pick(nodes: Sequence[tuple[_IPAddress | None, int]], proxies: TrustedProxies) -> int:
-    """The index of the client's entry: the right-most one that is not a trusted
-    proxy, or the left-most if all are."""
-    for index in range(len(nodes) - 1, -1, -1):
-        address = nodes[index][0]
-        if address is None or not proxies.trusts(str(address)):
-            return index
-    return 0
-
-
-def _client(node: tuple[_IPAddress | None, int]) -> Client | None:
-    address, port = node
-    return None if address is None else (str(address), port)
-
-
 def _host(value: str | None) -> str | None:
-    return value if value is not None and _HOST.fullmatch(value) else None
+    if value is None:
+        return None
+    match = _HOST.fullmatch(value)
+    if match is None or (match.group(2) is not None and int(match.group(2)) > 65535):
+        return None
+    return value
 
 
-def _x_forwarded(headers: Sequence[tuple[bytes, bytes]], proxies: TrustedProxies) -> _Forwarded:
-    entries = _values(headers, b"x-forwarded-for")
-    client = None
-    if entries:
-        nodes = [_node(entry) for entry in entries]
-        client = _client(nodes[_pick(nodes, proxies)])
+def _x_forwarded_client(
+    headers: Sequence[tuple[bytes, bytes]], proxies: TrustedProxies
+) -> Client | None:
+    """The client by ``X-Forwarded-For``: the walk from the right parses each
+    entry only when it gets there, and stops at the first untrusted one."""
+    left_most = None
+    for entry in _from_right(headers, b"x-forwarded-for"):
+        address, port = (None, 0) if entry is None else _node(entry)
+        if address is None:
+            return None
+        client = (str(address), port)
+        if not proxies.trusts(client[0]):
+            return client
+        left_most = client
+    return left_most
+
+
+def _x_forwarded(
+    headers: Sequence[tuple[bytes, bytes]], proxies: TrustedProxies, host: bool
+) -> _Forwarded:
     # Of the single-valued fields, the right-most value counts: it is the one the
     # nearest (trusted) proxy set.
-    protos = _values(headers, b"x-forwarded-proto")
-    hosts = _values(headers, b"x-forwarded-host")
-    ports = _values(headers, b"x-forwarded-port")
+    proto = _last(headers, b"x-forwarded-proto")
+    if not host:
+        return _Forwarded(
+            _x_forwarded_client(headers, proxies),
+            None if proto is None else _SCHEMES.get(proto.lower()),
+        )
+    forwarded_port = _last(headers, b"x-forwarded-port")
     port = None
-    if ports and _PORT.fullmatch(ports[-1]) and 0 < int(ports[-1]) <= 65535:
-        port = int(ports[-1])
+    if forwarded_port and _PORT.fullmatch(forwarded_port) and 0 < int(forwarded_port) <= 65535:
+        port = int(forwarded_port)
     return _Forwarded(
-        client,
-        _SCHEMES.get(protos[-1].lower()) if protos else None,
-        _host(hosts[-1]) if hosts else None,
+        _x_forwarded_client(headers, proxies),
+        None if proto is None else _SCHEMES.get(proto.lower()),
+        _host(_last(headers, b"x-forwarded-host")),
         port,
     )
 
 
-def _forwarded_elements(headers: Sequence[tuple[bytes, bytes]]) -> list[dict[str, str]]:
-    """The elements of every ``Forwarded`` field (RFC 7239 4), parameters
-    lower-cased and values unquoted.
-
-    Raises:
-      ValueError: the syntax is broken, or a parameter repeats in an element.
-    """
-    text = ",".join(value.decode("latin-1") for name, value in headers if name == b"forwarded")
-    elements: list[dict[str, str]] = []
+def _forwarded_element(text: str) -> dict[str, str] | None:
+    """The parameters of one ``Forwarded`` element (RFC 7239 4), names
+    lower-cased and values unquoted; ``None`` when it is broken: bad syntax, a
+    parameter twice, or more than :data:`_MAX_PARAMETERS` of them."""
+    if text.count(";") >= _MAX_PARAMETERS:
+        return None
     element: dict[str, str] = {}
     pos = 0
     while True:
-        # A pair, or nothing (list syntax allows empty elements), then a separator.
+        # A pair, or nothing (empty pairs are allowed), then ";" or the end.
         pair = _PAIR.match(text, pos)
         if pair is not None:
             name, value = pair.group(1).lower(), pair.group(2)
             if value.startswith('"'):
                 value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
             if name in element:
-                raise ValueError(f"{name} twice in one element")
+                return None
             element[name] = value
             pos = pair.end()
         separator = _SEPARATOR.match(text, pos)
         if separator is None:
-            raise ValueError(f"unexpected {text[pos : pos + 1]!r} at {pos}")
+            return None
         pos = separator.end()
-        mark = separator.group(1)
-        if mark != ";":
-            if element:
-                elements.append(element)
-            element = {}
-        if not mark:
-            return elements
+        if not separator.group(1):
+            return element
 
 
 def _forwarded_node(value: str) -> tuple[_IPAddress | None, int]:
@@ -288,19 +326,21 @@ def _forwarded_node(value: str) -> tuple[_IPAddress | None, int]:
     Raises:
       ValueError: none of these.
     """
-    if value == "unknown" or _OBFUSCATED.fullmatch(value):
+    if value.lower() == "unknown" or _OBFUSCATED.fullmatch(value):
         return None, 0
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
         if not sep or (rest and not (rest[:1] == ":" and _NODE_PORT.fullmatch(rest[1:]))):
             raise ValueError(f"bad node {value!r}")
         address: _IPAddress = ipaddress.IPv6Address(host)
+        if _scoped(address):
+            raise ValueError(f"a zone in {value!r}")
         port = rest[1:]
     else:
         host, _, port = value.partition(":")
         if port and not _NODE_PORT.fullmatch(port):
             raise ValueError(f"bad node {value!r}")
-        if host == "unknown" or _OBFUSCATED.fullmatch(host):
+        if host.lower() == "unknown" or _OBFUSCATED.fullmatch(host):
             return None, 0
         address = ipaddress.IPv4Address(host)
     if port.isdigit():
@@ -310,45 +350,58 @@ def _forwarded_node(value: str) -> tuple[_IPAddress | None, int]:
     return address, 0
 
 
-def _rfc7239(headers: Sequence[tuple[bytes, bytes]], proxies: TrustedProxies) -> _Forwarded:
-    try:
-        elements = _forwarded_elements(headers)
-        nodes = [
-            _forwarded_node(element["for"]) if "for" in element else (None, 0)
-            for element in elements
-        ]
-    except ValueError:
-        return _Forwarded()
-    if not elements:
-        return _Forwarded()
-    # Each proxy appends an element about the connection it received: the
-    # client's element tells the client's address, and the scheme and host the
-    # client used.
-    index = _pick(nodes, proxies)
-    element = elements[index]
+def _from_element(element: dict[str, str], node: tuple[_IPAddress | None, int]) -> _Forwarded:
+    address, port = node
     proto = element.get("proto")
     return _Forwarded(
-        _client(nodes[index]),
+        None if address is None else (str(address), port),
         _SCHEMES.get(proto.lower()) if proto is not None else None,
         _host(element.get("host")),
     )
+
+
+def _rfc7239(headers: Sequence[tuple[bytes, bytes]], proxies: TrustedProxies) -> _Forwarded:
+    # Each proxy appends an element about the connection it received: the
+    # client's element tells the client's address, and the scheme and host the
+    # client used. The walk goes from the right and parses each element only when
+    # it gets there, so what a client wrote left of the element a trusted proxy
+    # appended never counts, however broken. A comma always ends an element (no
+    # value a proxy writes holds one), so a client's unbalanced quote cannot reach
+    # into the proxy's element either.
+    left_most = None
+    for entry in _from_right(headers, b"forwarded"):
+        element = None if entry is None else _forwarded_element(entry)
+        if element is None:
+            return _Forwarded()  # broken, or beyond the walk's reach: nothing is known
+        try:
+            node = _forwarded_node(element["for"]) if "for" in element else (None, 0)
+        except ValueError:
+            return _Forwarded()
+        if node[0] is None or not proxies.trusts(str(node[0])):
+            return _from_element(element, node)
+        left_most = (element, node)
+    return _Forwarded() if left_most is None else _from_element(*left_most)
 
 
 class ForwardedHeaders:
     """Applies one family of forwarding headers to the scopes of a trusted peer.
 
     Args:
-      mode: ``"x-forwarded"`` (``X-Forwarded-For``, ``-Proto``, ``-Host``,
-          ``-Port``) or ``"forwarded"`` (RFC 7239 ``Forwarded``); the other
-          family is left alone.
+      mode: ``"x-forwarded"`` (``X-Forwarded-For``, ``-Proto``, and with
+          ``forwarded_host`` ``-Host`` and ``-Port``) or ``"forwarded"`` (RFC 7239
+          ``Forwarded``); the other family is left alone.
       proxies: the trusted proxies, for walking the list of addresses.
+      forwarded_host: apply ``X-Forwarded-Host`` and ``X-Forwarded-Port`` (in
+          ``x-forwarded`` mode). Off, a proxy that sets only ``-For`` and
+          ``-Proto`` cannot pass a client's own copies on to the ``host`` header.
     """
 
-    __slots__ = ("_mode", "_proxies")
+    __slots__ = ("_host", "_mode", "_proxies")
 
-    def __init__(self, mode: str, proxies: TrustedProxies) -> None:
+    def __init__(self, mode: str, proxies: TrustedProxies, *, forwarded_host: bool = False) -> None:
         self._mode = mode
         self._proxies = proxies
+        self._host = forwarded_host
 
     def apply(self, scope: dict[str, Any]) -> None:
         """Rewrite ``client``, ``scheme`` and the ``host`` header of an HTTP or
@@ -357,7 +410,7 @@ class ForwardedHeaders:
         if self._mode == "forwarded":
             forwarded = _rfc7239(headers, self._proxies)
         else:
-            forwarded = _x_forwarded(headers, self._proxies)
+            forwarded = _x_forwarded(headers, self._proxies, self._host)
         if forwarded.client is not None:
             scope["client"] = forwarded.client
         scheme = forwarded.scheme
@@ -485,7 +538,10 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
     addresses = []
     for field in parts[2:4]:
         try:
-            addresses.append(str(family(field.decode("ascii"))))
+            address = family(field.decode("ascii"))
+            if _scoped(address):
+                raise ValueError("a zone is not part of a client's address")
+            addresses.append(str(address))
         except (UnicodeDecodeError, ValueError):
             raise RemoteProtocolError(
                 f"PROXY v1 header: {field!r} is not a {parts[1].decode()} address"
