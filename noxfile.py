@@ -92,7 +92,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
-    session.install("-e", ".", "mypy>=1.10", "exceptiongroup", "tomli")
+    # The optional extras too: their modules (watchfiles, gunicorn) are imported by ours.
+    session.install("-e", ".[reload,gunicorn]", "mypy>=1.10", "exceptiongroup", "tomli")
     session.run("mypy", "--strict", "trioserve")
 
 
