@@ -229,9 +229,9 @@ def test_missing_app_is_a_usage_error() -> None:
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
-    """--worker-class is Hypercorn's; trioserve has no such flag."""
+    """--worker-type is no flag of trioserve, uvicorn or Hypercorn."""
     assert_usage_error(
-        invoke(UNSERVED_APP, "--worker-class", "trio"), "No such option", "--worker-class"
+        invoke(UNSERVED_APP, "--worker-type", "trio"), "No such option", "--worker-type"
     )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from ._compat import HELP_LINE, CompatCommand
 from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
@@ -209,8 +210,9 @@ _GROUPS.update(
 )
 
 
-class _GroupedCommand(click.Command):
-    """A command whose ``--help`` lists options under headings."""
+class _GroupedCommand(CompatCommand):
+    """A command whose ``--help`` lists options under headings, and which reads
+    uvicorn's and Hypercorn's flags too (``_compat.py``)."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows: dict[str, list[tuple[str, str]]] = {group: [] for group in _GROUP_ORDER}
@@ -327,6 +329,7 @@ def _command(function: Any) -> click.Command:
 @click.command(
     cls=_GroupedCommand,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=HELP_LINE,
 )
 @click.argument("app")
 @click.option(
