@@ -137,6 +137,18 @@ async def test_default_format_is_the_common_log_format(
     assert re.fullmatch(rf'- - - {CLF_TIME} "GET /greet\?name=ada HTTP/1\.1" 200 11', line), line
 
 
+async def test_request_line_shows_the_root_path_once(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """``root_path`` already prefixes the scope's ``path``; the request line must
+    not add it a second time."""
+    config = Config(accesslog="-", root_path="/api")
+    async with open_test_client(response_app(body=b"x"), config) as client:
+        assert (await client.get("/items?a=1")).status == 200
+    [line] = access_lines(access_log)
+    assert '"GET /api/items?a=1 HTTP/1.1"' in line
+
+
 async def test_every_atom_gives_its_value(
     access_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,7 +96,8 @@ class AccessLogAtoms(dict[str, str]):
         }
         client = scope.get("client")
         method = scope.get("method", "-")
-        path = scope.get("root_path", "") + scope.get("path", "")
+        # The scope's path already starts with root_path (ASGI: path is the full path).
+        path = scope.get("path", "")
         query = scope.get("query_string", b"").decode("latin-1")
         path_query = f"{path}?{query}" if query else path
         protocol = f"HTTP/{scope.get('http_version', '1.1')}"
