@@ -286,3 +286,38 @@ async def test_malformed_listen_fds_exits_2_with_one_line() -> None:
     assert stderr.strip().splitlines() == [
         "Error: LISTEN_FDS must be a non-negative integer, got 'many'"
     ]
+
+
+async def test_a_second_sigterm_to_a_notify_single_process_exits_130(sock_dir: Path) -> None:
+    """As with workers: the first SIGTERM begins the graceful shutdown, a second
+    one during it ends the process at once with exit 130."""
+    with listening_socket() as listening:
+        port = listening.getsockname()[1]
+        async with notify_socket(str(sock_dir / "notify")) as manager:
+            env = {"LISTEN_FDS": "1", "NOTIFY_SOCKET": str(sock_dir / "notify")}
+            async with (
+                activated_command(
+                    listening, "fx_workers:app", "--graceful-timeout", "60", env=env
+                ) as process,
+                trio.open_nursery() as nursery,
+            ):
+                await manager.wait_for("READY=1")
+
+                async def slow_request() -> None:
+                    async with httpx.AsyncClient(trust_env=False) as client:
+                        with pytest.raises(httpx.HTTPError), trio.fail_after(20):
+                            await client.get(f"http://127.0.0.1:{port}/sleep?60")
+
+                nursery.start_soon(slow_request)
+                assert process.stderr is not None
+                text = ""
+                with trio.fail_after(15):
+                    while "sleeping" not in text:
+                        text += (await process.stderr.receive_some()).decode()
+                process.send_signal(signal.SIGTERM)
+                await manager.wait_for("STOPPING=1")
+                process.send_signal(signal.SIGTERM)
+                text += await read_all(process)
+    assert process.returncode == 130, text
+    assert "Received SIGTERM again; exiting now" in text
+    assert "Traceback" not in text

@@ -45,8 +45,8 @@ class LogWatch:
         self.text = ""
         self.position = 0
 
-    async def next(self, pattern: str, seconds: float = 15) -> re.Match[str]:
-        with trio.fail_after(seconds):
+    async def next(self, pattern: str, seconds: float = 30) -> re.Match[str]:
+        with trio.move_on_after(seconds):
             while True:
                 match = re.compile(pattern).search(self.text, self.position)
                 if match is not None:
@@ -56,6 +56,7 @@ class LogWatch:
                 if not data:
                     raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
                 self.text += data.decode()
+        raise AssertionError(f"no {pattern!r} within {seconds}s:\n{self.text}")
 
     async def read_rest(self) -> str:
         while data := await self.stream.receive_some():
@@ -76,7 +77,7 @@ class Supervisor:
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
-    async def finish(self, seconds: float = 15) -> int:
+    async def finish(self, seconds: float = 30) -> int:
         with trio.fail_after(seconds):
             await self.process.wait()
             await self.log.read_rest()
@@ -117,7 +118,7 @@ async def supervisor(
             await process.wait()
 
 
-async def get(url: str, path: str = "/", seconds: float = 10) -> int:
+async def get(url: str, path: str = "/", seconds: float = 20) -> int:
     """GET on a connection of its own; the PID of the worker that answered."""
     async with httpx.AsyncClient(trust_env=False, headers={"connection": "close"}) as client:
         with trio.fail_after(seconds):
@@ -151,11 +152,35 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def wait_gone(pids: set[int], seconds: float = 15) -> None:
+async def wait_gone(pids: set[int], seconds: float = 30) -> None:
     with trio.fail_after(seconds):
         # A PID has no event to wait on: look every 50 ms.
         while any(alive(pid) for pid in pids):  # noqa: ASYNC110
             await trio.sleep(0.05)
+
+
+def serving_counts(text: str) -> list[int]:
+    """How many workers serve after each ready or shutdown line of ``text``,
+    from the first ``All N workers are ready`` to the supervisor's first
+    ``Received`` line: a worker serves from ``Worker PID ready`` until its own
+    ``Shutting down`` line."""
+    start = text.index("workers are ready")
+    end = text.find("Received", start)
+    serving = {int(pid) for pid in re.findall(READY, text[:start])}
+    counts = []
+    pattern = re.compile(r"Worker (\d+) ready|\[(\d+)\] \[INFO\] Shutting down")
+    for match in pattern.finditer(text, start, end if end != -1 else len(text)):
+        if match.group(1):
+            serving.add(int(match.group(1)))
+        else:
+            serving.discard(int(match.group(2)))
+        counts.append(len(serving))
+    return counts
+
+
+def process_group(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as file:
+        return int(file.read().rsplit(")", 1)[1].split()[2])
 
 
 class Load:
@@ -172,7 +197,7 @@ class Load:
 
     async def until(self, count: int) -> None:
         """Wait until ``count`` requests have been answered."""
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while self.done < count:
                 await self.progress.wait()
 
@@ -393,25 +418,6 @@ async def test_a_worker_stuck_in_a_blocking_call_is_killed_after_the_healthcheck
 
 
 @pytest.mark.slow
-async def test_max_requests_recycles_workers_without_a_failed_request() -> None:
-    async with supervisor(
-        "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--max-requests", "10"
-    ) as server:
-        url = (await server.log.next(SERVING)).group(1)
-        first = await server.ready_pids(2)
-        load = Load(url)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(load.run, 2)
-            for _ in range(3):
-                await server.log.next(
-                    r"Worker \d+ stopped by itself \(max_requests\); replacing it"
-                )
-            load.running = False
-        assert load.failures == []
-        assert len(load.pids - first) >= 2  # replacements served too
-
-
-@pytest.mark.slow
 async def test_a_worker_over_worker_max_rss_is_replaced_gracefully() -> None:
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--worker-max-rss", "120"
@@ -505,6 +511,170 @@ async def test_a_second_sigterm_kills_workers_that_are_still_finishing() -> None
             await server.log.next("Received SIGTERM again; killing the workers")
             assert await server.finish() == 130
         await wait_gone(pids)
+
+
+async def test_max_requests_replaces_a_worker_only_once_its_replacement_is_ready() -> None:
+    """Both workers reach max_requests together (no jitter). Each goes on serving
+    until its replacement is ready; one slot recycles at a time, so two workers
+    serve throughout and no request waits for a worker to start."""
+    async with supervisor(
+        "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--max-requests", "6"
+    ) as server:
+        url = (await server.log.next(SERVING)).group(1)
+        first = await server.ready_pids(2)
+        await server.log.next("All 2 workers are ready")
+        load = Load(url)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load.run, 2)
+            recycled = set()
+            for _ in range(2):
+                match = await server.log.next(r"Worker (\d+) reached max_requests; replacing it")
+                recycled.add(int(match.group(1)))
+            assert recycled == first
+            await wait_gone(first)
+            load.running = False
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0, server.log.text
+    assert load.failures == []
+    assert len(load.pids - first) >= 1  # a replacement served too
+    counts = serving_counts(server.log.text)
+    assert len(counts) >= 4, server.log.text  # two replacements ready, two old stopped
+    assert min(counts) >= 2, (counts, server.log.text)
+    assert "Traceback" not in server.log.text
+
+
+async def test_workers_are_in_a_process_group_of_their_own() -> None:
+    """A terminal's group signals (Ctrl+C, hangup) reach the supervisor only."""
+    async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
+        pids = await server.ready_pids(2)
+        groups = {process_group(pid) for pid in pids}
+        assert process_group(server.process.pid) not in groups
+        assert groups == pids
+
+
+async def test_ctrl_c_while_the_workers_start_exits_0_without_a_traceback() -> None:
+    async with supervisor(
+        "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", start_new_session=True
+    ) as server:
+        await server.log.next("Starting 2 workers")
+        os.killpg(server.process.pid, signal.SIGINT)
+        assert await server.finish() == 0, server.log.text
+    assert "Traceback" not in server.log.text
+    assert "KeyboardInterrupt" not in server.log.text
+
+
+async def test_a_worker_that_exits_by_itself_with_code_0_is_backed_off_as_a_crash() -> None:
+    """Only a worker that announced max_requests is recycled without a backoff; an
+    exit 0 nobody asked for (an operator's kill -TERM to a worker, an app calling
+    sys.exit) counts as a crash."""
+    async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
+        pids = await server.ready_pids(2)
+        victim = min(pids)
+        os.kill(victim, signal.SIGTERM)
+        await server.log.next(rf"Worker {victim} exited with code 0; replacing it in 0\.1s")
+        (replacement,) = await server.ready_pids(1)
+        os.kill(replacement, signal.SIGTERM)
+        await server.log.next(rf"Worker {replacement} exited with code 0; replacing it in 0\.2s")
+        await server.ready_pids(1)
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0
+    assert "max_requests" not in server.log.text
+
+
+async def test_worker_max_rss_below_a_fresh_worker_is_one_error_not_a_replacement_loop() -> None:
+    async with supervisor(
+        "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--worker-max-rss", "1"
+    ) as server:
+        url = (await server.log.next(SERVING)).group(1)
+        pids = await server.ready_pids(2)
+        # Each worker is measured when it reports ready, before the last is counted.
+        await server.log.next("All 2 workers are ready")
+        over = r"\[ERROR\] Worker (\d+) uses \d+ MiB once started, over worker_max_rss 1; "
+        over += "the limit does not apply to it"
+        assert {int(pid) for pid in re.findall(over, server.log.text)} == pids
+        assert await pids_serving(url, pids) == pids
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0
+    assert "replacing it" not in server.log.text
+    assert server.log.text.count("the limit does not apply") == 2
+
+
+async def test_sighup_with_a_release_that_cannot_start_keeps_the_old_workers(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    release.write_text("good")
+    env = {"FX_RELEASE": str(release)}
+    async with supervisor("fx_release:app", "-w", "2", "-b", "127.0.0.1:0", env=env) as server:
+        url = (await server.log.next(SERVING)).group(1)
+        old = await server.ready_pids(2)
+        release.write_text("broken")
+        server.signal(signal.SIGHUP)
+        await server.log.next(
+            r"\[ERROR\] A new worker could not start, the old workers go on serving: "
+            r"error importing module 'fx_release': .*this release is broken"
+        )
+        assert await pids_serving(url, old) == old
+        # The fixed release is picked up by the next SIGHUP.
+        release.write_text("good")
+        server.signal(signal.SIGHUP)
+        new = await server.ready_pids(2)
+        await wait_gone(old)
+        assert await pids_serving(url, new) == new
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0, server.log.text
+    assert server.log.text.count("could not start") == 1
+    assert not [line for line in server.log.text.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in server.log.text
+
+
+async def test_a_crashed_worker_whose_replacement_cannot_start_leaves_the_others_serving(
+    tmp_path: Path,
+) -> None:
+    """Its slot stays empty; once no worker serves any more, the supervisor exits
+    with the worker's code and error."""
+    release = tmp_path / "release"
+    release.write_text("good")
+    env = {"FX_RELEASE": str(release)}
+    async with supervisor("fx_release:app", "-w", "2", "-b", "127.0.0.1:0", env=env) as server:
+        url = (await server.log.next(SERVING)).group(1)
+        first, second = sorted(await server.ready_pids(2))
+        release.write_text("broken")
+        os.kill(first, signal.SIGKILL)
+        await server.log.next(
+            r"\[ERROR\] A new worker could not start, the other workers go on serving: "
+            r"error importing module 'fx_release'"
+        )
+        assert await pids_serving(url, {second}, attempts=16) == {second}
+        os.kill(second, signal.SIGKILL)
+        assert await server.finish() == 3
+    [error] = [line for line in server.log.text.splitlines() if line.startswith("Error:")]
+    assert "this release is broken" in error
+    assert "Traceback" not in server.log.text
+
+
+async def test_sigttou_retires_a_slot_whose_worker_keeps_crashing_while_it_starts(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    release.write_text("good")
+    env = {"FX_RELEASE": str(release)}
+    async with supervisor("fx_release:app", "-w", "2", "-b", "127.0.0.1:0", env=env) as server:
+        await server.ready_pids(2)
+        release.write_text("crash")
+        server.signal(signal.SIGTTIN)
+        await server.log.next(r"Received SIGTTIN; adding a worker \(now 3\)")
+        for _ in range(2):
+            await server.log.next("exited with code 1 before it was ready")
+        server.signal(signal.SIGTTOU)
+        await server.log.next(r"Received SIGTTOU; retiring a worker \(now 2\)")
+        # The retired slot starts nothing more: without it, the next start
+        # would come after a backoff of well under a second.
+        with trio.move_on_after(3) as quiet:
+            await server.log.next(r"fx_release \d+: crashing|before it was ready")
+        assert quiet.cancelled_caught, server.log.text[server.log.position - 300 :]
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0
 
 
 @pytest.mark.parametrize("value", ["zero", "0"])

@@ -453,7 +453,7 @@ def run_app(
     gc.collect()
     gc.freeze()
     try:
-        trio.run(serve_in_process, asgi_app, config, notifier)
+        code = trio.run(serve_in_process, asgi_app, config, notifier)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (AppLoadError, LifespanFailure, BindError) as exc:
@@ -461,6 +461,8 @@ def run_app(
     except KeyboardInterrupt:
         # A second Ctrl+C during the graceful period: the user wants out now.
         sys.exit(130)
+    if code != 0:
+        sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -106,12 +106,16 @@ async def serve_listeners(
     task_status: trio.TaskStatus[list[str]],
     shutdown_trigger: Callable[[], Awaitable[object]] | None,
     install_signal_handlers: bool,
+    max_requests_reached: trio.Event | None = None,
 ) -> None:
     """:func:`serve` over listeners made by ``make_listeners`` (after lifespan
     startup). ``trioserve.testing`` uses it with in-memory listeners.
 
     Connections accepted from a :class:`~trioserve._listeners.TLSListener` are
     served as ``https`` after their handshake; all others as ``scheme``.
+    Reaching ``max_requests`` sets ``max_requests_reached`` when it is given and
+    the server goes on serving (the caller decides when to stop); without it, the
+    server shuts down gracefully.
     """
     error: LifespanFailure | BindError | ConfigError | None = None
     async with trio.open_nursery() as server_nursery:
@@ -142,6 +146,7 @@ async def serve_listeners(
                     task_status,
                     shutdown_trigger,
                     install_signal_handlers,
+                    max_requests_reached,
                 )
             finally:
                 with trio.CancelScope(shield=True):
@@ -159,9 +164,11 @@ async def _serve_connections(
     task_status: trio.TaskStatus[list[str]],
     shutdown_trigger: Callable[[], Awaitable[object]] | None,
     install_signal_handlers: bool,
+    max_requests_reached: trio.Event | None,
 ) -> None:
     shutdown = trio.Event()
-    server = ServerState(app, config, lifespan_state, shutdown)
+    reached = shutdown if max_requests_reached is None else max_requests_reached
+    server = ServerState(app, config, lifespan_state, reached)
 
     async with trio.open_nursery() as connection_nursery:
         try:

@@ -14,15 +14,20 @@
 
 A *slot* is a place for one worker; ``workers`` is the number of slots. Each
 slot task reacts to messages in its inbox, one at a time: its worker exited
-(replace it, after a backoff if it crashed), ``replace`` (SIGHUP, too much
-memory: start a new worker, wait until it is ready, then stop the old one, so
-the slot is never empty), ``retire`` (SIGTTOU) and ``stop``. The parent owns
-the listening sockets for the whole run, so connections queue in the kernel
-while workers come and go and none is refused.
+(replace it after a backoff: the supervisor did not ask it to go), a
+replacement (SIGHUP for every slot; ``max_requests`` or too much memory for
+one worker, one slot at a time: start a new worker, wait until it is ready,
+then stop the old one, so the slot is never empty), ``retire`` (SIGTTOU) and
+``stop``. The parent owns the listening sockets for the whole run, so
+connections queue in the kernel while workers come and go and none is refused.
 
 A worker that exits with code 2 or 3 before it was ready (a configuration it
-cannot use, an app that does not import, a failed lifespan startup) stops the
-supervisor with that code: a restart would fail the same way.
+cannot use, an app that does not import, a failed lifespan startup) fails the
+same way when restarted. At the first start that stops the supervisor with
+that code. Later (a SIGHUP with a broken release, a replacement after a crash)
+the workers that serve go on, with one error line, and the slot stays empty
+until the next SIGHUP; only when no worker serves any more does the
+supervisor stop with that code.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import trio
 
@@ -72,7 +78,10 @@ _SIGNALS = (
 #: The worker's entry point; not ``-m``, which would run the module as __main__
 #: and give the unpickled spec a class of another module.
 _WORKER_MAIN = "from trioserve._worker import main; main()"
-_REPLACE = "replace"
+#: A group of its own for each worker: a terminal's Ctrl+C (or hangup) to the
+#: foreground group reaches the supervisor only, even while a worker starts and
+#: cannot ignore anything yet. (trio's stubs lack Popen's ``process_group``.)
+_OWN_PROCESS_GROUP: dict[str, Any] = {"process_group": 0}
 _RETIRE = "retire"
 _STOP = "stop"
 
@@ -86,6 +95,21 @@ class AppSpec:
     app_dir: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Replace:
+    """SIGHUP number ``generation``: replace the slot's worker, whichever it is."""
+
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recycle:
+    """Replace ``worker`` (``max_requests``, ``worker_max_rss``) if it is still the
+    slot's; one slot recycles at a time."""
+
+    worker: _Worker
+
+
 class _Worker:
     """One worker process as the supervisor sees it."""
 
@@ -96,6 +120,8 @@ class _Worker:
         self.ready_at = math.inf
         self.stopping = False
         self.recycling = False
+        #: ``worker_max_rss`` does not apply: the worker was over it once started.
+        self.rss_exempt = False
         self.error: tuple[int, str] | None = None
         # Set once it is ready or has exited, whichever comes first.
         self.settled = trio.Event()
@@ -116,6 +142,8 @@ class _Slot:
         self.send, self.receive = trio.open_memory_channel[object](math.inf)
         self.current: _Worker | None = None
         self.crashes = 0
+        #: Set when the slot is retired or the supervisor stops.
+        self.closing = trio.Event()
 
 
 class _Lines:
@@ -156,6 +184,11 @@ def _backoff(crashes: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (crashes - 1))
 
 
+#: What a start gives: a ready worker, the worker's error (code 2 or 3) when it
+#: cannot start, or ``None`` when the slot closed first.
+_Started = _Worker | tuple[int, str] | None
+
+
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -175,6 +208,10 @@ class _Supervisor:
         self.stopping = trio.Event()
         self.result: tuple[int, str | None] = (0, None)
         self.unready = config.workers
+        #: One recycle (``max_requests``, ``worker_max_rss``) at a time.
+        self.recycle_lock = trio.Lock()
+        self.generation = 0
+        self.reported_generation = 0
         self.workers_nursery: trio.Nursery | None = None
         self.service_nursery: trio.Nursery | None = None
 
@@ -205,6 +242,7 @@ class _Supervisor:
         if self.notifier is not None:
             self.notifier.notify("STOPPING=1")
         for slot in self.slots:
+            slot.closing.set()
             slot.send.send_nowait(_STOP)
 
     def _fail(self, code: int, message: str) -> None:
@@ -215,23 +253,73 @@ class _Supervisor:
     # -- slots ---------------------------------------------------------------------
 
     async def _run_slot(self, slot: _Slot, initial: bool) -> None:
-        worker = await self._start(slot)
-        if worker is not None and initial:
+        started = await self._start(slot)
+        if isinstance(started, tuple) and initial:
+            self._fail(*started)
+        elif initial and started is not None:
             self._one_more_ready()
-        while worker is not None:
-            slot.current = worker
+        worker = self._settle(slot, started, None)
+        while not slot.closing.is_set():
             message = await slot.receive.receive()
-            if self.stopping.is_set() or message in (_STOP, _RETIRE):
+            if slot.closing.is_set():
                 break
-            if message == _REPLACE:
-                new = await self._start(slot)
-                self._stop_soon(worker)
-                worker = new
-            elif message is worker:
-                worker = await self._start(slot, self._exit_delay(slot, worker))
+            if isinstance(message, _Replace) or (
+                isinstance(message, _Recycle) and message.worker is worker
+            ):
+                worker = await self._replace(slot, worker, message)
+            elif message is worker and worker is not None:
+                slot.current = None
+                started = await self._start(slot, self._exit_delay(slot, worker))
+                worker = self._settle(slot, started, None)
         slot.current = None
         if worker is not None:
             await self._stop(worker)
+
+    async def _replace(
+        self, slot: _Slot, old: _Worker | None, message: _Replace | _Recycle
+    ) -> _Worker | None:
+        """Start a worker for ``slot``, then stop ``old``; if the new one cannot
+        start, ``old`` goes on."""
+        if isinstance(message, _Replace):
+            started = await self._start(slot)
+        else:
+            acquired = False
+            async with _cancelled_when(slot.closing):
+                await self.recycle_lock.acquire()
+                acquired = True
+            if not acquired:
+                return old
+            try:
+                started = await self._start(slot)
+            finally:
+                self.recycle_lock.release()
+        if isinstance(started, _Worker) and old is not None:
+            self._stop_soon(old)
+        generation = message.generation if isinstance(message, _Replace) else None
+        return self._settle(slot, started, old, generation)
+
+    def _settle(
+        self, slot: _Slot, started: _Started, old: _Worker | None, generation: int | None = None
+    ) -> _Worker | None:
+        """The slot's worker after a start: the new one, or ``old`` if it could not
+        start (with one error line; per SIGHUP ``generation``, one in all)."""
+        if not isinstance(started, tuple):
+            slot.current = started if started is not None else old
+            return slot.current
+        slot.current = old
+        code, message = started
+        if self.stopping.is_set():
+            return old
+        if old is None and not any(other.current is not None for other in self.slots):
+            self._fail(code, message)
+            return None
+        if generation is not None:
+            if generation <= self.reported_generation:
+                return old
+            self.reported_generation = generation
+        going_on = "the old workers go on" if old is not None else "the other workers go on"
+        logger.error("A new worker could not start, %s serving: %s", going_on, message)
+        return old
 
     def _one_more_ready(self) -> None:
         self.unready -= 1
@@ -246,38 +334,35 @@ class _Supervisor:
         """Log why the slot's worker exited; the delay before its replacement."""
         code = worker.process.returncode
         assert code is not None
-        if code == 0:
-            logger.info("Worker %d stopped by itself (max_requests); replacing it", worker.pid)
-            return 0.0
         uptime = trio.current_time() - worker.ready_at
         slot.crashes = 1 if uptime >= HEALTHY_UPTIME else slot.crashes + 1
         delay = _backoff(slot.crashes)
         logger.warning("Worker %d %s; replacing it in %gs", worker.pid, _describe_exit(code), delay)
         return delay
 
-    async def _start(self, slot: _Slot, delay: float = 0.0) -> _Worker | None:
-        """A ready worker for ``slot``, or ``None`` when the supervisor stops first."""
+    async def _start(self, slot: _Slot, delay: float = 0.0) -> _Started:
+        """A ready worker for ``slot``; its error if it cannot start (code 2 or 3);
+        ``None`` if the slot closes first."""
         while True:
             if delay > 0:
                 with trio.move_on_after(delay):
-                    await self.stopping.wait()
-            if self.stopping.is_set():
+                    await slot.closing.wait()
+            if slot.closing.is_set():
                 return None
             assert self.workers_nursery is not None
             worker: _Worker = await self.workers_nursery.start(self._run_worker, slot)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_set_after, worker.settled, nursery.cancel_scope)
-                nursery.start_soon(_set_after, self.stopping, nursery.cancel_scope)
-            if worker.ready:
+                nursery.start_soon(_set_after, slot.closing, nursery.cancel_scope)
+            if worker.ready and not slot.closing.is_set():
                 return worker
-            if self.stopping.is_set():
+            if slot.closing.is_set():
                 self._stop_soon(worker)
                 return None
             code = worker.process.returncode
             assert code is not None
             if worker.error is not None and worker.error[0] in (2, 3):
-                self._fail(*worker.error)
-                return None
+                return worker.error
             slot.crashes += 1
             delay = _backoff(slot.crashes)
             logger.warning(
@@ -315,6 +400,7 @@ class _Supervisor:
                 [sys.executable, "-c", _WORKER_MAIN, str(control_read), str(status_write)],
                 pass_fds=(*self.fds, control_read, status_write),
                 stdin=subprocess.DEVNULL,
+                **_OWN_PROCESS_GROUP,
             )
         except BaseException:
             os.close(control_write)
@@ -332,7 +418,7 @@ class _Supervisor:
             # If it died at once, the status pipe's EOF says so.
             with contextlib.suppress(trio.BrokenResourceError):
                 await control.send_all(self.payload)
-            await self._read_status(worker, _Lines(status))
+            await self._read_status(slot, worker, _Lines(status))
             await process.wait()
         finally:
             with trio.CancelScope(shield=True):
@@ -345,7 +431,7 @@ class _Supervisor:
             worker.settled.set()
             slot.send.send_nowait(worker)
 
-    async def _read_status(self, worker: _Worker, lines: _Lines) -> None:
+    async def _read_status(self, slot: _Slot, worker: _Worker, lines: _Lines) -> None:
         while True:
             timeout = math.inf
             if worker.ready and not worker.stopping:
@@ -358,7 +444,12 @@ class _Supervisor:
                     worker.ready = True
                     worker.ready_at = trio.current_time()
                     logger.info("Worker %d ready", worker.pid)
+                    self._check_fresh_rss(worker)
                     worker.settled.set()
+                elif line == "recycle" and not worker.recycling:
+                    logger.info("Worker %d reached max_requests; replacing it", worker.pid)
+                    worker.recycling = True
+                    slot.send.send_nowait(_Recycle(worker))
                 elif line.startswith("error "):
                     code, _, message = line[len("error ") :].partition(" ")
                     worker.error = (int(code), message)
@@ -385,8 +476,9 @@ class _Supervisor:
                 continue
             elif signum == signal.SIGHUP:
                 logger.info("Received SIGHUP; replacing every worker")
+                self.generation += 1
                 for slot in self.slots:
-                    slot.send.send_nowait(_REPLACE)
+                    slot.send.send_nowait(_Replace(self.generation))
             elif signum == signal.SIGTTIN:
                 self._add_slot(initial=False)
                 logger.info("Received SIGTTIN; adding a worker (now %d)", len(self.slots))
@@ -394,7 +486,9 @@ class _Supervisor:
                 if len(self.slots) == 1:
                     logger.info("Received SIGTTOU; keeping the last worker")
                     continue
-                self.slots.pop().send.send_nowait(_RETIRE)
+                retired = self.slots.pop()
+                retired.closing.set()
+                retired.send.send_nowait(_RETIRE)
                 logger.info("Received SIGTTOU; retiring a worker (now %d)", len(self.slots))
             elif signum == signal.SIGUSR1:
                 reopen_log_files()
@@ -402,6 +496,21 @@ class _Supervisor:
                     if worker.ready:
                         worker.send_signal(signal.SIGUSR1)
                 logger.info("Received SIGUSR1; reopened the log files")
+
+    def _check_fresh_rss(self, worker: _Worker) -> None:
+        """Exempt from ``worker_max_rss`` a worker over it as soon as it is ready:
+        its replacement would be just as large, and replaced in turn, forever."""
+        limit = self.config.worker_max_rss
+        rss = _rss_mib(worker.pid) if limit is not None else None
+        if limit is not None and rss is not None and rss > limit:
+            logger.error(
+                "Worker %d uses %.0f MiB once started, over worker_max_rss %d; "
+                "the limit does not apply to it",
+                worker.pid,
+                rss,
+                limit,
+            )
+            worker.rss_exempt = True
 
     async def _sample_rss(self, limit: int) -> None:
         if _rss_mib(os.getpid()) is None:
@@ -413,21 +522,31 @@ class _Supervisor:
                 worker = slot.current
                 if worker is None or not worker.ready or worker.recycling or worker.stopping:
                     continue
-                rss = _rss_mib(worker.pid)
-                if rss is not None and rss > limit:
-                    logger.warning(
-                        "Worker %d uses %.0f MiB (worker_max_rss %d); replacing it",
-                        worker.pid,
-                        rss,
-                        limit,
-                    )
-                    worker.recycling = True
-                    slot.send.send_nowait(_REPLACE)
+                rss = None if worker.rss_exempt else _rss_mib(worker.pid)
+                if rss is None or rss <= limit:
+                    continue
+                logger.warning(
+                    "Worker %d uses %.0f MiB (worker_max_rss %d); replacing it",
+                    worker.pid,
+                    rss,
+                    limit,
+                )
+                worker.recycling = True
+                slot.send.send_nowait(_Recycle(worker))
 
 
 async def _set_after(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _cancelled_when(event: trio.Event) -> AsyncIterator[None]:
+    """Run the body until it ends or ``event`` is set, whichever comes first."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_set_after, event, nursery.cancel_scope)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 async def supervise(

@@ -11,13 +11,17 @@ trioserve._worker import main; main()' CONTROL_FD STATUS_FD``, with the listenin
 - it loads the app, serves, and writes one line per message to the status
   pipe: ``ready`` once it is listening, ``beat`` every heartbeat interval from
   a task of its event loop (a loop that is blocked stops the beats, and the
-  supervisor kills the worker), and ``error CODE MESSAGE`` when it cannot start
-  (the supervisor prints the message and exits with the code; the worker
-  prints nothing);
+  supervisor kills the worker), ``recycle`` once it has served ``max_requests``
+  (it goes on serving until the supervisor, with a replacement ready, stops
+  it), and ``error CODE MESSAGE`` when it cannot start (the worker prints
+  nothing; the supervisor decides what the error means);
 - SIGTERM is a graceful shutdown, SIGUSR1 reopens the log files. SIGINT,
-  SIGHUP, SIGTTIN and SIGTTOU are ignored: a terminal sends them to the whole
-  process group, and what they mean is for the supervisor to decide (Ctrl+C
-  reaches every worker at once; the supervisor then stops them in order).
+  SIGHUP, SIGTTIN and SIGTTOU are ignored for the whole life of the worker:
+  what they mean is for the supervisor to decide. The supervisor starts each
+  worker in a process group of its own, so a terminal's signals to the
+  foreground group (Ctrl+C) never reach it anyway; ignoring them covers a
+  ``kill`` to a group the worker is in, and lets a worker write to a terminal
+  that stops background writers (``stty tostop``).
 """
 
 from __future__ import annotations
@@ -89,10 +93,13 @@ async def serve_until(
     config: Config,
     stop: trio.Event,
     *,
+    max_requests_reached: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`trioserve.serve` that shuts down when ``stop`` is set and installs
-    no signal handlers (the caller decides what a signal means)."""
+    no signal handlers (the caller decides what a signal means). With
+    ``max_requests_reached``, reaching ``max_requests`` sets it instead of
+    shutting down."""
     tls = create_server_tls(config)
     await serve_listeners(
         app,
@@ -102,6 +109,7 @@ async def serve_until(
         task_status=task_status,
         shutdown_trigger=stop.wait,
         install_signal_handlers=False,
+        max_requests_reached=max_requests_reached,
     )
 
 
@@ -111,25 +119,31 @@ async def _serve_then_cancel(
     stop: trio.Event,
     scope: trio.CancelScope,
     *,
+    max_requests_reached: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve_until(app, config, stop, task_status=task_status)
+    await serve_until(
+        app, config, stop, max_requests_reached=max_requests_reached, task_status=task_status
+    )
     scope.cancel()
 
 
-async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) -> None:
+async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) -> int:
     """Serve in this process and tell the service manager: ``READY=1`` once
     listening, ``STOPPING=1`` when shutdown begins, ``WATCHDOG=1`` pings.
 
-    SIGINT and SIGTERM shut down gracefully, as with :func:`trioserve.serve`.
+    SIGINT and SIGTERM shut down gracefully, as with :func:`trioserve.serve`; a
+    second one during the graceful period cancels what is left at once. Returns
+    the exit code: 0, or 130 after a second signal.
 
     Raises:
       ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
     """
     stop = trio.Event()
+    hurried = trio.Event()
     error: ConfigError | LifespanFailure | BindError | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(_stop_on_signal, stop, notifier)
+        await nursery.start(_stop_on_signal, stop, hurried, notifier, nursery.cancel_scope)
         try:
             await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
         except (ConfigError, LifespanFailure, BindError) as exc:
@@ -143,30 +157,34 @@ async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) ->
         notifier.notify("STOPPING=1")
     if error is not None:
         raise error
+    return 130 if hurried.is_set() else 0
 
 
-async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> None:
+async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
     """Serve in this process, as the command does without workers: SIGUSR1 reopens
     the log files (after a log rotation), and with a ``notifier`` the service
-    manager is told the server's state (:func:`serve_with_notify`).
+    manager is told the server's state (:func:`serve_with_notify`). Returns the
+    exit code.
 
     Raises:
       ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
     """
     error: ConfigError | LifespanFailure | BindError | None = None
+    code = 0
     async with trio.open_nursery() as nursery:
         await nursery.start(_reopen_logs_on_sigusr1)
         try:
             if notifier is None:
                 await serve(app, config)
             else:
-                await serve_with_notify(app, config, notifier)
+                code = await serve_with_notify(app, config, notifier)
         except (ConfigError, LifespanFailure, BindError) as exc:
             # Raised outside the nursery, so that the caller sees the error itself.
             error = exc
         nursery.cancel_scope.cancel()
     if error is not None:
         raise error
+    return code
 
 
 async def _reopen_logs_on_sigusr1(
@@ -183,18 +201,25 @@ async def _reopen_logs_on_sigusr1(
 
 async def _stop_on_signal(
     stop: trio.Event,
+    hurried: trio.Event,
     notifier: Notifier,
+    scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
-            logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                # As the supervisor and the reloader do: a second signal means now.
+                logger.warning("Received %s again; exiting now", name)
+                hurried.set()
+                scope.cancel()
+                return
+            logger.info("Received %s; shutting down gracefully", name)
             notifier.notify("STOPPING=1")
             stop.set()
-            # Leaving the receiver gives a second Ctrl+C its default meaning: exit now.
-            return
 
 
 # -- the worker process -------------------------------------------------------------
@@ -234,7 +259,7 @@ async def _handle_signals(
 ) -> None:
     from ._logging import reopen_log_files
 
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1, *_GROUP_SIGNALS) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGTERM:
@@ -244,11 +269,24 @@ async def _handle_signals(
                 logger.info("Reopened the log files")
 
 
-async def _heartbeat(status: trio.lowlevel.FdStream, interval: float, stop: trio.Event) -> None:
+async def _report(
+    status: trio.lowlevel.FdStream, interval: float, stop: trio.Event, recycle: trio.Event
+) -> None:
+    """The status lines after ``ready``: a beat every ``interval``, and ``recycle``
+    at once when ``max_requests`` is reached (one task, so that lines never mix)."""
+    announced = False
     try:
         while True:
-            await status.send_all(b"beat\n")
-            await trio.sleep(interval)
+            if recycle.is_set() and not announced:
+                announced = True
+                await status.send_all(b"recycle\n")
+            else:
+                await status.send_all(b"beat\n")
+            if announced:
+                await trio.sleep(interval)
+            else:
+                with trio.move_on_after(interval):
+                    await recycle.wait()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         stop.set()
 
@@ -256,12 +294,19 @@ async def _heartbeat(status: trio.lowlevel.FdStream, interval: float, stop: trio
 async def _run(app: ASGIApp, config: Config, control_fd: int, status_fd: int) -> int:
     status = trio.lowlevel.FdStream(status_fd)
     stop = trio.Event()
+    recycle = trio.Event()
     code = 0
     async with status, trio.open_nursery() as nursery:
         nursery.start_soon(_watch_supervisor, trio.lowlevel.FdStream(control_fd), stop)
         await nursery.start(_handle_signals, stop)
         try:
-            await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
+            await nursery.start(
+                partial(_serve_then_cancel, max_requests_reached=recycle),
+                app,
+                config,
+                stop,
+                nursery.cancel_scope,
+            )
         except ConfigError as exc:
             code = 2
             await status.send_all(_error_line(code, str(exc)))
@@ -273,14 +318,14 @@ async def _run(app: ASGIApp, config: Config, control_fd: int, status_fd: int) ->
         else:
             await status.send_all(b"ready\n")
             interval = heartbeat_interval(config.worker_healthcheck_timeout)
-            nursery.start_soon(_heartbeat, status, interval, stop)
+            nursery.start_soon(_report, status, interval, stop, recycle)
     return code
 
 
 def main() -> None:
     """Run a worker; ``sys.argv[1:]`` are the control and status pipe descriptors."""
-    # Until the event loop takes them over: a group signal must not end the worker
-    # while it starts (SIGTERM may; the supervisor sends it to stop a worker).
+    # Group signals for good; SIGUSR1 until the event loop takes it over (SIGTERM
+    # may end a worker that starts: the supervisor sends it to stop a worker).
     for signum in (*_GROUP_SIGNALS, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
     control_fd, status_fd = int(sys.argv[1]), int(sys.argv[2])
