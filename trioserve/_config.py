@@ -198,16 +198,14 @@ def _key(default: Any, doc: str, check: Callable[[str, Any], Any], *, hypercorn:
     )
 
 
+# The keys are declared in sections, each a dataclass extending the one before, so
+# that the order of the fields (and of the reference page) is the order written
+# here. Config, at the end, adds the checks and the constructor.
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
-    """Every setting of a trioserve server, validated when the object is made.
-
-    ``Config()`` gives the documented defaults; pass keys as keyword arguments to
-    change them. A wrong type or value raises :class:`~trioserve.ConfigError` naming
-    the key. The object is frozen: derive a changed copy with :meth:`replace`.
-
-    Timeouts are seconds; ``None`` means "no limit" and is stored as ``math.inf``.
-    """
+class _ServingKeys:
+    """Keys of listening and serving connections: binds, timeouts and limits."""
 
     bind: tuple[str, ...] = _key(
         ("127.0.0.1:8000",),
@@ -332,6 +330,12 @@ class Config:
         _non_negative_int,
         hypercorn=True,
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _DeploymentKeys(_ServingKeys):
+    """Keys of how the server is deployed: worker processes, the mount point, proxies and added headers."""
+
     workers: int = _key(
         1,
         "Number of worker processes. With more than 1, a supervisor binds every address "
@@ -427,6 +431,12 @@ class Config:
         _headers,
         hypercorn=False,
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _TLSAndLoggingKeys(_DeploymentKeys):
+    """Keys of TLS, socket files and logging."""
+
     certfile: str | None = _key(
         None,
         "Path of the PEM certificate chain; with ``keyfile``, every bind serves HTTPS.",
@@ -511,6 +521,12 @@ class Config:
         _optional_str,
         hypercorn=True,
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _ProtocolKeys(_TLSAndLoggingKeys):
+    """Keys of the app protocol: lifespan, hang-ups and websockets."""
+
     lifespan: LifespanMode = _key(
         "auto",
         "``auto``: run lifespan if the app supports it; ``on``: the app must support "
@@ -569,6 +585,12 @@ class Config:
         _bool,
         hypercorn=False,
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _DevelopmentKeys(_ProtocolKeys):
+    """Keys of development use: reloading on changes."""
+
     reload: bool = _key(
         False,
         "Development: restart the server when a watched file changes (the command line "
@@ -605,6 +627,18 @@ class Config:
         _non_negative_seconds,
         hypercorn=False,
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(_DevelopmentKeys):
+    """Every setting of a trioserve server, validated when the object is made.
+
+    ``Config()`` gives the documented defaults; pass keys as keyword arguments to
+    change them. A wrong type or value raises :class:`~trioserve.ConfigError` naming
+    the key. The object is frozen: derive a changed copy with :meth:`replace`.
+
+    Timeouts are seconds; ``None`` means "no limit" and is stored as ``math.inf``.
+    """
 
     def __new__(cls, **keys: Any) -> Config:
         # Runs before the generated __init__, so that a misspelt key is a
