@@ -280,16 +280,23 @@ def _web_concurrency() -> int | None:
 
 def _socket_activation(config: Config, explicit_bind: bool) -> tuple[Config, list[str]]:
     """Add the sockets systemd passed (``LISTEN_FDS``) as ``fd://N`` binds; they
-    replace the default bind, and are served next to binds given explicitly.
-    Returns the config and a description of each socket for the log."""
+    replace the default bind, and are served next to binds given explicitly. An
+    activated socket that an explicit ``fd://N`` already names is served once, by
+    that bind. Returns the config and a description of each socket for the log."""
+    from ._binds import FdBind, parse_bind
     from ._systemd import take_listen_fds
 
     fds = take_listen_fds(os.environ)
     if not fds:
         return config, []
-    binds = [f"fd://{fd}" for fd, _ in fds]
+    given = (*config.bind, *config.insecure_bind) if explicit_bind else config.insecure_bind
+    named = {spec.fd for spec in map(parse_bind, given) if isinstance(spec, FdBind)}
+    binds = [f"fd://{fd}" for fd, _ in fds if fd not in named]
     if explicit_bind:
         binds = [*config.bind, *binds]
+    elif not binds:
+        # Every activated socket is an insecure_bind: nothing else to serve.
+        binds = list(config.bind)
     names = [f"fd://{fd} ({name})" for fd, name in fds]
     return config.replace(bind=binds), names
 
