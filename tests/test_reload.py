@@ -314,6 +314,33 @@ def test_naming_a_default_pattern_on_the_other_side_turns_it_off() -> None:
     assert not dotfiles.matches("/src/.venv/.env")
 
 
+def test_a_directory_path_given_as_an_exclude_leaves_out_everything_below_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src" / "vendor").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    for exclude in (str(tmp_path / "src" / "vendor"), "../src/vendor"):
+        config = Config(reload_dirs=[str(tmp_path / "src")], reload_excludes=[exclude])
+        watch = ReloadFilter.from_config(config)
+        assert not watch.matches(str(tmp_path / "src" / "vendor" / "lib.py"))
+        assert watch.matches(str(tmp_path / "src" / "app.py"))
+
+
+def test_an_exclude_path_that_is_no_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    """A glob is matched within the watched directories, where an absolute or ``..``
+    path never is: rather than exclude nothing, the command stops (exit 2, as
+    every ``ConfigError`` of the reloader)."""
+    missing = str(tmp_path / "missing")
+    config = Config(reload_dirs=[str(tmp_path)], reload_excludes=[missing])
+    with pytest.raises(ConfigError) as caught:
+        ReloadFilter.from_config(config)
+    assert str(caught.value) == (
+        f"reload_excludes: {missing!r} is a path but not a directory; give a glob "
+        "(matched within the watched directories) or a directory"
+    )
+
+
 def test_paths_outside_the_watched_directories_never_count() -> None:
     assert not ReloadFilter(["/src"], [], []).matches("/elsewhere/app.py")
 

@@ -102,10 +102,18 @@ class ReloadFilter:
       includes: the user's include patterns, added to :data:`DEFAULT_INCLUDES`.
       excludes: the user's exclude patterns, added to :data:`DEFAULT_EXCLUDES`.
           Naming a default pattern on the other side turns the default off.
+      excluded_dirs: directories (absolute) whose files never count.
     """
 
-    def __init__(self, dirs: Sequence[str], includes: Sequence[str], excludes: Sequence[str]):
+    def __init__(
+        self,
+        dirs: Sequence[str],
+        includes: Sequence[str],
+        excludes: Sequence[str],
+        excluded_dirs: Sequence[str] = (),
+    ):
         self.dirs = [Path(d) for d in dirs]
+        self.excluded_dirs = [Path(d) for d in excluded_dirs]
         self.user_includes = list(includes)
         self.user_excludes = list(excludes)
         self.default_includes = [p for p in DEFAULT_INCLUDES if p not in excludes]
@@ -115,8 +123,12 @@ class ReloadFilter:
     def from_config(cls, config: Config) -> ReloadFilter:
         """The filter for ``config``'s ``reload_*`` keys.
 
+        A ``reload_excludes`` entry that is a path rather than a glob (absolute, or
+        with a ``..``) names a directory: everything below it is left out.
+
         Raises:
-          ConfigError: a ``reload_dirs`` entry is not a directory.
+          ConfigError: a ``reload_dirs`` entry is not a directory, or a path in
+              ``reload_excludes`` is not one.
         """
         dirs = []
         for name in config.reload_dirs or (".",):
@@ -124,7 +136,20 @@ class ReloadFilter:
             if not os.path.isdir(path):
                 raise ConfigError(f"reload_dirs: {name!r} is not a directory")
             dirs.append(path)
-        return cls(dirs, config.reload_includes, config.reload_excludes)
+        excludes, excluded_dirs = [], []
+        for pattern in config.reload_excludes:
+            if not (os.path.isabs(pattern) or ".." in PurePath(pattern).parts):
+                excludes.append(pattern)
+            elif os.path.isdir(pattern):
+                excluded_dirs.append(os.path.realpath(pattern))
+            else:
+                # A glob is matched within a watched directory, where such a
+                # path never is: it would silently exclude nothing.
+                raise ConfigError(
+                    f"reload_excludes: {pattern!r} is a path but not a directory; "
+                    "give a glob (matched within the watched directories) or a directory"
+                )
+        return cls(dirs, config.reload_includes, excludes, excluded_dirs)
 
     def __call__(self, change: object, path: str) -> bool:
         """``watchfiles``' filter signature: whether ``path`` counts."""
@@ -133,7 +158,7 @@ class ReloadFilter:
     def matches(self, path: str) -> bool:
         """Whether a change of ``path`` (absolute) restarts the server."""
         relative = self._relative(Path(path))
-        if relative is None:
+        if relative is None or any(Path(path).is_relative_to(d) for d in self.excluded_dirs):
             return False
         named = any(relative.match(pattern) for pattern in self.user_includes)
         if not named and not any(relative.match(pattern) for pattern in self.default_includes):
