@@ -482,6 +482,60 @@ async def test_serves_a_request_logs_access_on_stdout_and_exits_0_on_sigint() ->
     assert error_lines(command.stderr.text) == []
 
 
+#: Answers only once the whole body has come: the request stays in flight as long
+#: as the test wants.
+WAITING_APP = """\
+import sys
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        print("request in flight", file=sys.stderr, flush=True)
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (signal.SIGINT, signal.SIGTERM),
+        (signal.SIGTERM, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGINT, signal.SIGINT),
+    ],
+)
+async def test_a_second_signal_during_the_graceful_shutdown_exits_130_at_once(
+    tmp_path: Path, first: signal.Signals, second: signal.Signals
+) -> None:
+    """A Ctrl+C and then a `kill`, or a signal to the whole process group and one to
+    the PID: the second one ends the graceful shutdown, with exit 130 and no
+    traceback (not the default action of SIGTERM, which would leave no word)."""
+    (tmp_path / "waiting.py").write_text(WAITING_APP)
+    command = await start_command("waiting:app", "--bind", "127.0.0.1:0", cwd=tmp_path)
+    try:
+        url = await command.wait_serving()
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\na")
+            with trio.fail_after(5):
+                await command.stderr.wait_for("request in flight")
+                command.process.send_signal(first)
+                await command.stderr.wait_for("Shutting down: waiting up to")
+                command.process.send_signal(second)
+                returncode = await command.finish()
+                assert await stream.receive_some() == b""
+    finally:
+        await command.stop()
+    assert returncode == 130, command.stderr.text
+    assert "Traceback" not in command.stderr.text
+
+
 async def test_serves_asgi2_app_and_exits_0_on_sigterm() -> None:
     command = await start_command("fx_asgi2:app", "--bind", "127.0.0.1:0")
     try:

@@ -8,7 +8,9 @@ gunicorn's format; two workers both boot and serve; ``max_requests`` ends a work
 after its requests and gunicorn boots another; SIGTERM lets an in-flight slow
 request finish before the workers and the master exit 0, with lifespan shutdown
 run; SIGQUIT stops at once; TLS serves HTTPS from gunicorn's ``certfile`` and
-``keyfile``; a lifespan startup failure stops gunicorn with one error line.
+``keyfile``; a lifespan startup failure stops gunicorn with one error line; a
+worker whose event loop is blocked past ``timeout`` runs the ``worker_abort`` hook
+and exits 1; gunicorn's ``--reload`` is refused with one error line.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ pytest.importorskip("gunicorn")
 APP = """\
 import os
 import sys
+import time
 
 import trio
 
@@ -56,6 +59,9 @@ async def app(scope, receive, send):
                 say("lifespan shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] == "/block":
+        say("blocking the event loop")
+        time.sleep(30)
     if scope["path"] == "/slow":
         say("slow request began")
         await trio.sleep(1)
@@ -296,4 +302,42 @@ async def test_lifespan_startup_failure_stops_gunicorn_with_one_error_line(
     errors = [line for line in gunicorn.stderr.text.splitlines() if "no database" in line]
     assert len(errors) == 1, gunicorn.stderr.text
     assert "[ERROR]" in errors[0]
+    assert "Traceback" not in gunicorn.stderr.text
+
+
+async def test_a_timeout_runs_the_worker_abort_hook_and_the_worker_exits_1(
+    start: object, app_dir: Path
+) -> None:
+    """gunicorn's ``timeout`` fires only while the event loop is blocked: the hook
+    must run then, not from a trio task that cannot."""
+    (app_dir / "hooks.py").write_text(
+        "def worker_abort(worker):\n"
+        "    worker.log.warning('worker_abort hook ran in %s', worker.pid)\n"
+    )
+    gunicorn = await start("-c", "hooks.py", "--timeout", "2")  # type: ignore[operator]
+    url = await gunicorn.wait_listening()
+    worker = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_expect_hang_up, url + "/block")
+        await gunicorn.stderr.wait_for("blocking the event loop")
+        await gunicorn.stderr.wait_for(rf"worker_abort hook ran in {worker}")
+        await gunicorn.stderr.wait_for(rf"Worker \(pid:{worker}\) exited with code 1")
+    assert "SIGKILL" not in gunicorn.stderr.text
+    gunicorn.process.send_signal(signal.SIGTERM)
+    assert await gunicorn.finish() == 0, gunicorn.stderr.text
+
+
+async def _expect_hang_up(url: str) -> None:
+    with pytest.raises(httpx.TransportError):
+        await get(url)
+
+
+async def test_gunicorns_reload_is_refused_with_one_error_line(start: object) -> None:
+    gunicorn = await start("--reload")  # type: ignore[operator]
+    assert await gunicorn.finish() == 3, gunicorn.stderr.text
+    errors = [line for line in gunicorn.stderr.text.splitlines() if "--reload" in line]
+    assert len(errors) == 1, gunicorn.stderr.text
+    assert errors[0].endswith(
+        "[ERROR] gunicorn's --reload is not supported by trioserve's worker; use trioserve --reload"
+    )
     assert "Traceback" not in gunicorn.stderr.text

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,6 +74,18 @@ class Log:
             data = await self.stream.receive_some()
             if not data:
                 raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
+            self.text += data.decode()
+
+    async def wait_for_all(self, *patterns: str) -> None:
+        """Until each of ``patterns`` has come, in any order."""
+        while True:
+            matches = [re.compile(p).search(self.text, self.position) for p in patterns]
+            if all(matches):
+                self.position = max(m.end() for m in matches if m is not None)
+                return
+            data = await self.stream.receive_some()
+            if not data:
+                raise AssertionError(f"output ended before {patterns!r}:\n{self.text}")
             self.text += data.decode()
 
     async def read_rest(self) -> str:
@@ -124,20 +139,38 @@ async def start(
     return Reloader(process)
 
 
+async def stop(command: Reloader) -> None:
+    """End ``command`` and every server process it started: SIGTERM, then SIGKILL
+    if it is not gone in time; then wait for the end of stderr, which each server
+    process holds until it exits (it shuts down when the reloader is gone)."""
+    with trio.CancelScope(shield=True):
+        if command.process.returncode is None:
+            command.process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(DEADLINE):
+                await command.process.wait()
+            if command.process.returncode is None:
+                command.process.kill()
+                await command.process.wait()
+        with trio.move_on_after(DEADLINE):
+            await command.log.read_rest()
+        await command.log.stream.aclose()
+
+
+@asynccontextmanager
+async def started(cwd: Path, *args: str, **options: Any) -> AsyncIterator[Reloader]:
+    command = await start(cwd, *args, **options)
+    try:
+        yield command
+    finally:
+        await stop(command)
+
+
 @pytest.fixture
 async def reloader(app_dir: Path) -> AsyncIterator[Reloader]:
-    running = await start(
+    async with started(
         app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "--reload-delay", "0.05"
-    )
-    try:
-        yield running
-    finally:
-        if running.process.returncode is None:
-            running.process.kill()
-        with trio.CancelScope(shield=True):
-            await running.process.wait()
-            assert running.process.stderr is not None
-            await running.process.stderr.aclose()
+    ) as command:
+        yield command
 
 
 async def get(url: str) -> str:
@@ -182,20 +215,15 @@ async def test_an_edit_is_served_after_the_restart_on_the_same_address(
 async def test_reload_with_workers_runs_one_server_and_says_workers_is_ignored(
     app_dir: Path,
 ) -> None:
-    running = await start(app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "-w", "2")
-    try:
+    async with started(
+        app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "-w", "2"
+    ) as running:
         with trio.fail_after(DEADLINE):
             await running.log.wait_for(r"--reload runs one server process: workers = 2 is ignored")
         await running.wait_started()
         url = await running.wait_serving()
         assert await get(url) == "v1"
         assert "Worker" not in running.log.text
-    finally:
-        running.process.kill()
-        with trio.CancelScope(shield=True):
-            await running.process.wait()
-            assert running.process.stderr is not None
-            await running.process.stderr.aclose()
 
 
 async def test_a_broken_edit_gives_one_error_line_and_the_next_good_edit_serves_again(
@@ -230,7 +258,7 @@ async def _append(answers: list[str], answer: object) -> None:
 async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(APP % "v1")
     (tmp_path / "generated").mkdir()
-    command = await start(
+    async with started(
         tmp_path,
         "app:app",
         "--bind",
@@ -242,8 +270,7 @@ async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path:
         "*.txt",
         "--reload-exclude",
         "generated",
-    )
-    try:
+    ) as command:
         await command.wait_serving()
         (tmp_path / "generated" / "table.py").write_text("x = 1\n")
         (tmp_path / "notes.md").write_text("not watched\n")
@@ -253,10 +280,6 @@ async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path:
         await command.wait_serving()
         command.process.send_signal(signal.SIGTERM)
         assert await command.finish() == 0
-    finally:
-        if command.process.returncode is None:
-            command.process.kill()
-        await command.process.wait()
     assert command.log.text.count("Detected changes") == 1, command.log.text
 
 
@@ -291,6 +314,33 @@ def test_naming_a_default_pattern_on_the_other_side_turns_it_off() -> None:
     assert not dotfiles.matches("/src/.venv/.env")
 
 
+def test_a_directory_path_given_as_an_exclude_leaves_out_everything_below_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src" / "vendor").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    for exclude in (str(tmp_path / "src" / "vendor"), "../src/vendor"):
+        config = Config(reload_dirs=[str(tmp_path / "src")], reload_excludes=[exclude])
+        watch = ReloadFilter.from_config(config)
+        assert not watch.matches(str(tmp_path / "src" / "vendor" / "lib.py"))
+        assert watch.matches(str(tmp_path / "src" / "app.py"))
+
+
+def test_an_exclude_path_that_is_no_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    """A glob is matched within the watched directories, where an absolute or ``..``
+    path never is: rather than exclude nothing, the command stops (exit 2, as
+    every ``ConfigError`` of the reloader)."""
+    missing = str(tmp_path / "missing")
+    config = Config(reload_dirs=[str(tmp_path)], reload_excludes=[missing])
+    with pytest.raises(ConfigError) as caught:
+        ReloadFilter.from_config(config)
+    assert str(caught.value) == (
+        f"reload_excludes: {missing!r} is a path but not a directory; give a glob "
+        "(matched within the watched directories) or a directory"
+    )
+
+
 def test_paths_outside_the_watched_directories_never_count() -> None:
     assert not ReloadFilter(["/src"], [], []).matches("/elsewhere/app.py")
 
@@ -313,16 +363,13 @@ async def test_sigterm_stops_the_server_and_the_reloader_with_exit_0(
 
 async def test_sigint_without_a_terminal_is_passed_on_and_exits_0(app_dir: Path) -> None:
     # A new session has no controlling terminal: nobody else told the server.
-    command = await start(app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", new_session=True)
-    try:
+    async with started(
+        app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", new_session=True
+    ) as command:
         pid = await command.wait_started()
         await command.wait_serving()
         command.process.send_signal(signal.SIGINT)
         assert await command.finish() == 0, command.log.text
-    finally:
-        if command.process.returncode is None:
-            command.process.kill()
-        await command.process.wait()
     assert f"[{pid}] [INFO] Received SIGTERM; shutting down gracefully" in command.log.text
     assert not running(pid)
 
@@ -343,8 +390,7 @@ async def test_a_second_signal_kills_the_server_at_once_and_exits_130(tmp_path: 
             """
         )
     )
-    command = await start(tmp_path, "app:app", "--bind", "127.0.0.1:0", "--reload")
-    try:
+    async with started(tmp_path, "app:app", "--bind", "127.0.0.1:0", "--reload") as command:
         pid = await command.wait_started()
         url = await command.wait_serving()
         async with trio.open_nursery() as nursery:
@@ -356,10 +402,6 @@ async def test_a_second_signal_kills_the_server_at_once_and_exits_130(tmp_path: 
                 await command.log.wait_for(r"Shutting down: waiting up to 30s for requests")
             command.process.send_signal(signal.SIGTERM)
             assert await command.finish() == 130, command.log.text
-    finally:
-        if command.process.returncode is None:
-            command.process.kill()
-        await command.process.wait()
     assert "Received SIGTERM again; killing the server process" in command.log.text
     assert not running(pid)
 
@@ -367,6 +409,158 @@ async def test_a_second_signal_kills_the_server_at_once_and_exits_130(tmp_path: 
 async def _expect_hang_up(url: str) -> None:
     with pytest.raises(httpx.TransportError):
         await get(url)
+
+
+#: Says when lifespan shutdown runs, and answers a request only once its whole body
+#: has come, so that a test decides when a request in flight may finish.
+WAITING_APP = """\
+import sys
+
+
+def say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                say("lifespan shutdown ran")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        say("request in flight")
+        if not message.get("more_body"):
+            break
+    answer = b"got " + body
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+"""
+
+
+async def open_request(url: str) -> trio.SocketStream:
+    """A POST whose body is half sent."""
+    host, port = url.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab")
+    return stream
+
+
+async def finish_request(stream: trio.SocketStream) -> bytes:
+    """Send the rest of the body; the whole answer, up to the server's close."""
+    await stream.send_all(b"cd")
+    answer = b""
+    with trio.fail_after(DEADLINE):
+        while data := await stream.receive_some():
+            answer += data
+    await stream.aclose()
+    return answer
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_to_the_whole_process_group_stops_the_server_gracefully(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """What ``timeout``, process managers and systemd's control-group kill do: the
+    server gets the signal and then the reloader's SIGTERM, and still finishes the
+    request in flight and runs lifespan shutdown."""
+    (tmp_path / "app.py").write_text(WAITING_APP)
+    async with started(
+        tmp_path, "app:app", "--bind", "127.0.0.1:0", "--reload", new_session=True
+    ) as command:
+        pid = await command.wait_started()
+        url = await command.wait_serving()
+        request = await open_request(url)
+        with trio.fail_after(DEADLINE):
+            await command.log.wait_for("request in flight")
+            os.killpg(command.process.pid, signum)
+            # The server's shutdown has begun, and the reloader has passed its
+            # SIGTERM on (the line comes just before it is sent).
+            await command.log.wait_for_all(
+                rf"\[{pid}\] \[INFO\] Shutting down: waiting up to",
+                r"stopping the server and the reloader",
+            )
+        answer = await finish_request(request)
+        assert await command.finish() == 0, command.log.text
+    assert answer.startswith(b"HTTP/1.1 200 "), (answer, command.log.text)
+    assert answer.endswith(b"got abcd")
+    assert "lifespan shutdown ran" in command.log.text
+    assert not running(pid)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+async def test_sigint_to_the_reloader_alone_in_a_terminal_stops_the_server_at_once(
+    app_dir: Path,
+) -> None:
+    """In a terminal's foreground, ``kill -INT`` to the reloader's PID only: the
+    server is told too, rather than left running until it is killed."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    command = f"{sys.executable} -m trioserve app:app --bind 127.0.0.1:0 --reload"
+    process = await trio.lowlevel.open_process(
+        ["script", "-qefc", command, "/dev/null"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=str(app_dir),
+        env=environment,
+    )
+    terminal = Log(process.stdout)
+    try:
+        with trio.fail_after(DEADLINE):
+            match = await terminal.wait_for(r"\[(\d+)\] \[INFO\] Reloading on changes in")
+            await terminal.wait_for(SERVING)
+        os.kill(int(match.group(1)), signal.SIGINT)
+        with trio.fail_after(DEADLINE):
+            await terminal.wait_for(r"Received SIGTERM; shutting down gracefully")
+            await process.wait()
+            await terminal.read_rest()
+        assert process.returncode == 0, terminal.text
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            await terminal.stream.aclose()
+
+
+async def test_the_server_shuts_down_when_the_reloader_is_killed(app_dir: Path) -> None:
+    async with started(app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload") as command:
+        pid = await command.wait_started()
+        await command.wait_serving()
+        command.process.kill()
+        with trio.fail_after(DEADLINE):
+            await command.log.wait_for(
+                rf"\[{pid}\] \[WARNING\] The reloader is gone; shutting down"
+            )
+            # Every server process holds the stderr pipe until it exits.
+            await command.log.read_rest()
+            await wait_gone(pid)
+
+
+async def test_sighup_stops_the_server_and_the_reloader_with_exit_0(reloader: Reloader) -> None:
+    pid = await reloader.wait_started()
+    await reloader.wait_serving()
+    reloader.process.send_signal(signal.SIGHUP)
+    assert await reloader.finish() == 0, reloader.log.text
+    assert "Received SIGHUP; stopping the server and the reloader" in reloader.log.text
+    assert f"[{pid}] [INFO] Received SIGTERM; shutting down gracefully" in reloader.log.text
+    assert not running(pid)
+
+
+async def wait_gone(pid: int) -> None:
+    """Until ``pid`` has exited (its parent, init, reaps it)."""
+    while running(pid):  # noqa: ASYNC110 - a PID gives no event to wait on
+        await trio.sleep(0.01)
 
 
 # -- errors and configuration -----------------------------------------------------------
@@ -379,13 +573,8 @@ async def test_without_watchfiles_reload_exits_2_with_one_line(
     (shim / "watchfiles").mkdir()
     (shim / "watchfiles" / "__init__.py").write_text("raise ImportError('no watchfiles here')\n")
     path = os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])
-    command = await start(app_dir, "app:app", "--reload", env={"PYTHONPATH": path})
-    try:
+    async with started(app_dir, "app:app", "--reload", env={"PYTHONPATH": path}) as command:
         assert await command.finish() == 2
-    finally:
-        if command.process.returncode is None:
-            command.process.kill()
-        await command.process.wait()
     assert command.log.text.splitlines() == [
         "Error: reload needs the watchfiles package: pip install 'trioserve[reload]'"
     ]

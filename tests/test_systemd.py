@@ -24,8 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
 
-from trioserve import ConfigError
+from trioserve import Config, ConfigError
+from trioserve._cli import cli
 from trioserve._systemd import Notifier, parse_listen_fds, take_listen_fds
 
 APPS_DIR = Path(__file__).parent / "fixtures" / "apps"
@@ -274,6 +276,54 @@ async def test_an_explicit_bind_is_served_next_to_the_activated_socket() -> None
             process.send_signal(signal.SIGTERM)
             await read_all(process)
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_an_activated_socket_also_named_as_a_bind_is_served_once(workers: str) -> None:
+    """``--bind fd://3`` next to socket activation of descriptor 3: one listener,
+    not two accept loops on one descriptor."""
+    with listening_socket() as listening:
+        port = listening.getsockname()[1]
+        env = {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "web"}
+        async with activated_command(
+            listening, "fx_workers:app", "--bind", "fd://3", "-w", workers, env=env
+        ) as process:
+            listening.close()
+            assert process.stderr is not None
+            text = ""
+            with trio.fail_after(15):
+                while "Serving on" not in text:
+                    text += (await process.stderr.receive_some()).decode()
+            pids = {await get_pid(port) for _ in range(4)}
+            assert (process.pid in pids) is (workers == "1")
+            process.send_signal(signal.SIGTERM)
+            text += await read_all(process)
+    assert process.returncode == 0, text
+    assert "Socket activation: fd://3 (web)" in text
+    serving = re.findall(r"\[(\d+)\] \[INFO\] Serving on (\S+)", text)
+    # Each process (with workers, the supervisor too) names the address once.
+    pids = [pid for pid, _ in serving]
+    assert len(pids) == len(set(pids)), text
+    assert {url for _, url in serving} == {f"http://127.0.0.1:{port}"}
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    "binds",
+    [("--bind", "fd://5", "--bind", "fd://5"), ("--bind", "fd://5", "--insecure-bind", "fd://05")],
+)
+def test_a_descriptor_bound_twice_exits_2_with_one_line(binds: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, ["nothing:app", *binds], prog_name="trioserve")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "Error: fd://5 is given more than once in bind and insecure_bind; "
+        "a socket can be served only once"
+    ]
+
+
+def test_a_descriptor_bound_twice_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="fd://7 is given more than once"):
+        Config(bind=["127.0.0.1:0", "fd://7"], insecure_bind=["fd://7"])
 
 
 async def test_malformed_listen_fds_exits_2_with_one_line() -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,8 +32,17 @@ from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 
+if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
+    from exceptiongroup import BaseExceptionGroup
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._systemd import Notifier
+    from ._types import ASGIApp
+
+    #: Serves a loaded app under ``trio.run``: ``runner(app, config, notifier)``.
+    Runner = Callable[[ASGIApp, Config, Notifier | None], Awaitable[int | None]]
 
 __all__ = ["cli", "main", "run_app"]
 
@@ -282,16 +292,23 @@ def _web_concurrency() -> int | None:
 
 def _socket_activation(config: Config, explicit_bind: bool) -> tuple[Config, list[str]]:
     """Add the sockets systemd passed (``LISTEN_FDS``) as ``fd://N`` binds; they
-    replace the default bind, and are served next to binds given explicitly.
-    Returns the config and a description of each socket for the log."""
+    replace the default bind, and are served next to binds given explicitly. An
+    activated socket that an explicit ``fd://N`` already names is served once, by
+    that bind. Returns the config and a description of each socket for the log."""
+    from ._binds import FdBind, parse_bind
     from ._systemd import take_listen_fds
 
     fds = take_listen_fds(os.environ)
     if not fds:
         return config, []
-    binds = [f"fd://{fd}" for fd, _ in fds]
+    given = (*config.bind, *config.insecure_bind) if explicit_bind else config.insecure_bind
+    named = {spec.fd for spec in map(parse_bind, given) if isinstance(spec, FdBind)}
+    binds = [f"fd://{fd}" for fd, _ in fds if fd not in named]
     if explicit_bind:
         binds = [*config.bind, *binds]
+    elif not binds:
+        # Every activated socket is an insecure_bind: nothing else to serve.
+        binds = list(config.bind)
     names = [f"fd://{fd} ({name})" for fd, name in fds]
     return config.replace(bind=binds), names
 
@@ -428,13 +445,16 @@ def run_app(
     app_dir: str,
     config: Config,
     notifier: Notifier | None = None,
+    runner: Runner | None = None,
 ) -> None:
     """Load the app named ``app`` and serve it until shut down, the way the command
     does; with a ``notifier``, tell systemd when it is ready and when it stops.
+    ``runner`` serves the loaded app (``runner(app, config, notifier)`` under
+    ``trio.run``); by default the server acts on SIGINT and SIGTERM itself.
 
     Exits (``SystemExit``) with one ``Error:`` line: 2 for a configuration error, 3
-    when the app cannot be loaded, lifespan startup fails or a bind fails; 130 on a
-    second Ctrl+C.
+    when the app cannot be loaded, lifespan startup fails or a bind fails; 130 when
+    a second SIGINT or SIGTERM arrives during the graceful shutdown.
     """
     # Imported here so that `--help` and config errors stay fast.
     import trio
@@ -452,17 +472,35 @@ def run_app(
     # serve() itself leaves the embedder's GC alone.
     gc.collect()
     gc.freeze()
+    # The server watches SIGINT and SIGTERM until the first of them, then restores
+    # these handlers: a second SIGINT is trio's KeyboardInterrupt, and so is a
+    # second SIGTERM (rather than the default action, which would end the process
+    # with no word), so that either pair (a Ctrl+C then `kill`, or one signal
+    # to the whole process group and another to the PID) stops at once, exit 130.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        code = trio.run(serve_in_process, asgi_app, config, notifier)
+        code = trio.run(runner or serve_in_process, asgi_app, config, notifier)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (AppLoadError, LifespanFailure, BindError) as exc:
         _fail(str(exc), 3)
     except KeyboardInterrupt:
-        # A second Ctrl+C during the graceful period: the user wants out now.
+        # A second signal during the graceful period: the user wants out now.
         sys.exit(130)
-    if code != 0:
+    except BaseExceptionGroup as group:
+        # The same, as trio's nurseries deliver it from inside the server.
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if code:
         sys.exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Delivered as SIGINT, so that trio raises KeyboardInterrupt where it is safe.
+    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from ._binds import parse_bind
+from ._binds import FdBind, parse_bind
 from ._errors import ConfigError
 from .protocol._proxy import TrustedProxies
 
@@ -652,10 +652,27 @@ class Config(_DevelopmentKeys):
         for field in dataclasses.fields(self):
             check = field.metadata["check"]
             object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
+        _check_fds_bound_once(self.bind, self.insecure_bind)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_fds_bound_once(bind: tuple[str, ...], insecure_bind: tuple[str, ...]) -> None:
+    # One descriptor is one socket: served twice, two accept loops would wait on it
+    # at once (trio refuses that) and the first to close it would pull it from
+    # under the other.
+    seen: set[int] = set()
+    for address in (*bind, *insecure_bind):
+        spec = parse_bind(address)
+        if isinstance(spec, FdBind):
+            if spec.fd in seen:
+                raise ConfigError(
+                    f"fd://{spec.fd} is given more than once in bind and insecure_bind; "
+                    "a socket can be served only once"
+                )
+            seen.add(spec.fd)
 
 
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))

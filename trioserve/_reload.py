@@ -8,7 +8,10 @@ imports the app. It binds every configured address itself and then runs the
 server as a child process: ``python -c "...run_child()"`` with the listening
 sockets passed down as ``fd://N`` binds and the resolved configuration sent over a
 pipe (so the child serves exactly what the command line, the environment and the
-config file said, without reading them again). Because the sockets stay open in
+config file said, without reading them again). The reloader keeps its end of that
+pipe open for the child's whole life: when the reloader ends, however it ends
+(``SIGKILL`` too), the child reads EOF and shuts down gracefully, so no server
+outlives the reloader and holds on to the port with old code. Because the sockets stay open in
 the reloader, a client that connects while the server restarts waits in the
 listen backlog and is answered by the next child instead of being refused, and a
 port 0 keeps its port across restarts.
@@ -19,13 +22,16 @@ gracefully (SIGTERM: the server's own graceful shutdown) and starts a new one. A
 child that exits on its own (an edit that breaks the import exits 3 with one
 ``Error:`` line) is not restarted until the next change.
 
-Signals: SIGTERM stops the child the same way and then the reloader, exit 0.
-SIGINT does too, but a Ctrl+C typed in the terminal already reached the child (it
-shares the reloader's process group, so that ``breakpoint()`` in the app can read
-the terminal), so the reloader does not send it a second signal, which would cut
-its graceful shutdown short. A second SIGINT or SIGTERM kills the child at once
-(exit 130), and a child that outlives ``graceful_timeout + shutdown_timeout`` plus
-a margin is killed too.
+Signals: SIGTERM, SIGINT and SIGHUP stop the child (SIGTERM, always) and then the
+reloader, exit 0; SIGUSR1 reopens the log files, in the reloader and the child. The
+child shares the reloader's process group (so that ``breakpoint()`` in the app can
+read the terminal), so a Ctrl+C typed in the terminal, or a signal sent to the
+whole group (``timeout``, a process manager), reaches it as well as the
+reloader's SIGTERM: the child acts on the first SIGINT or SIGTERM it gets and
+ignores the ones after it (and SIGHUP), leaving the decision to cut the graceful
+shutdown short to the reloader. A second signal to the reloader kills the child
+at once (exit 130), and a child that outlives ``graceful_timeout +
+shutdown_timeout`` plus a margin is killed too.
 """
 
 from __future__ import annotations
@@ -39,13 +45,15 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path, PurePath
 
 import trio
 
 from ._config import Config
-from ._errors import ConfigError
+from ._errors import BindError, ConfigError, LifespanFailure
 from ._listeners import UnixSocketListener, open_listeners_with_tls
+from ._types import ASGIApp
 
 __all__ = ["ReloadFilter", "ServerCommand", "run_child", "run_reloader"]
 
@@ -60,6 +68,8 @@ DEFAULT_EXCLUDES = (".*", "*.py[cod]", "*~", "~*", "__pycache__")
 #: killed.
 _KILL_MARGIN = 5.0
 _CHILD_CODE = "from trioserve._reload import run_child; run_child()"
+#: What stops the reloader (and its child, gracefully).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _Listener = trio.abc.Listener[trio.abc.Stream]
 
@@ -92,10 +102,18 @@ class ReloadFilter:
       includes: the user's include patterns, added to :data:`DEFAULT_INCLUDES`.
       excludes: the user's exclude patterns, added to :data:`DEFAULT_EXCLUDES`.
           Naming a default pattern on the other side turns the default off.
+      excluded_dirs: directories (absolute) whose files never count.
     """
 
-    def __init__(self, dirs: Sequence[str], includes: Sequence[str], excludes: Sequence[str]):
+    def __init__(
+        self,
+        dirs: Sequence[str],
+        includes: Sequence[str],
+        excludes: Sequence[str],
+        excluded_dirs: Sequence[str] = (),
+    ):
         self.dirs = [Path(d) for d in dirs]
+        self.excluded_dirs = [Path(d) for d in excluded_dirs]
         self.user_includes = list(includes)
         self.user_excludes = list(excludes)
         self.default_includes = [p for p in DEFAULT_INCLUDES if p not in excludes]
@@ -105,8 +123,12 @@ class ReloadFilter:
     def from_config(cls, config: Config) -> ReloadFilter:
         """The filter for ``config``'s ``reload_*`` keys.
 
+        A ``reload_excludes`` entry that is a path rather than a glob (absolute, or
+        with a ``..``) names a directory: everything below it is left out.
+
         Raises:
-          ConfigError: a ``reload_dirs`` entry is not a directory.
+          ConfigError: a ``reload_dirs`` entry is not a directory, or a path in
+              ``reload_excludes`` is not one.
         """
         dirs = []
         for name in config.reload_dirs or (".",):
@@ -114,7 +136,20 @@ class ReloadFilter:
             if not os.path.isdir(path):
                 raise ConfigError(f"reload_dirs: {name!r} is not a directory")
             dirs.append(path)
-        return cls(dirs, config.reload_includes, config.reload_excludes)
+        excludes, excluded_dirs = [], []
+        for pattern in config.reload_excludes:
+            if not (os.path.isabs(pattern) or ".." in PurePath(pattern).parts):
+                excludes.append(pattern)
+            elif os.path.isdir(pattern):
+                excluded_dirs.append(os.path.realpath(pattern))
+            else:
+                # A glob is matched within a watched directory, where such a
+                # path never is: it would silently exclude nothing.
+                raise ConfigError(
+                    f"reload_excludes: {pattern!r} is a path but not a directory; "
+                    "give a glob (matched within the watched directories) or a directory"
+                )
+        return cls(dirs, config.reload_includes, excludes, excluded_dirs)
 
     def __call__(self, change: object, path: str) -> bool:
         """``watchfiles``' filter signature: whether ``path`` counts."""
@@ -123,7 +158,7 @@ class ReloadFilter:
     def matches(self, path: str) -> bool:
         """Whether a change of ``path`` (absolute) restarts the server."""
         relative = self._relative(Path(path))
-        if relative is None:
+        if relative is None or any(Path(path).is_relative_to(d) for d in self.excluded_dirs):
             return False
         named = any(relative.match(pattern) for pattern in self.user_includes)
         if not named and not any(relative.match(pattern) for pattern in self.default_includes):
@@ -166,14 +201,20 @@ def run_child() -> None:
 
     Reads the :class:`ServerCommand` from the pipe whose descriptor is
     ``sys.argv[1]`` and serves it like the ``trioserve`` command does, with its exit
-    codes and one-line errors.
+    codes and one-line errors, until a signal or the end of the pipe (the reloader
+    is gone) shuts it down gracefully.
     """
     from ._cli import run_app
     from ._logging import configure_logging
 
+    control_fd = int(sys.argv[1])
     try:
-        with open(int(sys.argv[1]), "rb") as pipe:
-            spec = json.loads(pipe.read())
+        line = _read_line(control_fd)
+    except EOFError:
+        # The reloader went away before saying what to serve.
+        sys.exit(1)
+    try:
+        spec = json.loads(line)
         config = Config(**spec["config"])
         if spec["app_dir"] not in sys.path:
             sys.path.insert(0, spec["app_dir"])
@@ -183,13 +224,91 @@ def run_child() -> None:
             accesslog=config.accesslog,
             logconfig=config.logconfig,
         )
-        run_app(spec["app"], factory=spec["factory"], app_dir=spec["app_dir"], config=config)
+        run_app(
+            spec["app"],
+            factory=spec["factory"],
+            app_dir=spec["app_dir"],
+            config=config,
+            runner=partial(_serve_child, control_fd),
+        )
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         # Ctrl+C while the app was still being imported: the reloader stops too.
         sys.exit(130)
+
+
+def _read_line(fd: int) -> bytes:
+    # Byte by byte would do too; the reloader writes this one line and no more,
+    # so a larger read never takes anything that comes after it.
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise EOFError("the reloader closed the pipe")
+        data += chunk
+    return data
+
+
+async def _serve_child(
+    control_fd: int, app: ASGIApp, config: Config, notifier: object = None
+) -> None:
+    """Serve in the reloader's child until a signal or the reloader's end."""
+    from ._worker import serve_until
+
+    stop = trio.Event()
+    error: ConfigError | LifespanFailure | BindError | None = None
+
+    async def serve_then_cancel(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve_until(app, config, stop, task_status=task_status)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_child_signals, stop)
+        nursery.start_soon(_watch_reloader, control_fd, stop)
+        try:
+            await nursery.start(serve_then_cancel)
+        except (ConfigError, LifespanFailure, BindError) as exc:
+            # Raised outside the nursery, so that run_app sees the error itself.
+            error = exc
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def _child_signals(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    from ._logging import reopen_log_files
+
+    with trio.open_signal_receiver(*_STOP_SIGNALS, signal.SIGUSR1) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGUSR1:
+                reopen_log_files()
+                logger.info("Reopened the log files")
+            elif signum == signal.SIGHUP:
+                # A terminal's hang-up reaches the whole group: the reloader,
+                # which got it too, stops this process.
+                continue
+            elif not stop.is_set():
+                logger.info("Received %s; shutting down gracefully", name)
+                stop.set()
+            else:
+                # The same stop reaching us twice (a group signal, then the
+                # reloader's SIGTERM); cutting it short is the reloader's call.
+                logger.info("Received %s again; still shutting down gracefully", name)
+
+
+async def _watch_reloader(control_fd: int, stop: trio.Event) -> None:
+    async with trio.lowlevel.FdStream(control_fd) as control:
+        while await control.receive_some():
+            pass
+    if not stop.is_set():
+        logger.warning("The reloader is gone; shutting down")
+        stop.set()
 
 
 class _Reloader:
@@ -204,13 +323,12 @@ class _Reloader:
         self.payload = b""
         self.child: trio.Process | None = None
         self.stopping = trio.Event()
-        self.stop_signal: int | None = None
         self.stop_watching = trio.Event()
         self.hurried = False
         self.send_event, self.events = trio.open_memory_channel[tuple[str, object]](math.inf)
 
     async def run(self) -> int:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(*_STOP_SIGNALS, signal.SIGUSR1) as signals:
             listeners = await _open_listeners(self.command.config)
             try:
                 self._prepare([_fd_of(lst) for lst in listeners[0]], listeners[1])
@@ -240,7 +358,8 @@ class _Reloader:
             "app_dir": self.command.app_dir,
             "config": keys,
         }
-        self.payload = json.dumps(spec).encode()
+        # One line: the pipe stays open after it, and its end means "stop".
+        self.payload = json.dumps(spec).encode() + b"\n"
         logger.info("Reloading on changes in: %s", ", ".join(str(d) for d in self.watch.dirs))
 
     async def _supervise(self, nursery: trio.Nursery) -> None:
@@ -288,22 +407,27 @@ class _Reloader:
             raise
         finally:
             os.close(read_fd)
-        async with trio.lowlevel.FdStream(write_fd) as pipe:
-            # If it died at once, its exit is reported like any other.
-            with contextlib.suppress(trio.BrokenResourceError):
-                await pipe.send_all(self.payload)
+        pipe = trio.lowlevel.FdStream(write_fd)
+        # If it died at once, its exit is reported like any other.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await pipe.send_all(self.payload)
         logger.info("Started server process %d", process.pid)
         self.child = process
-        nursery.start_soon(self._report_exit, process)
+        nursery.start_soon(self._report_exit, process, pipe)
         return process
 
-    async def _report_exit(self, process: trio.Process) -> None:
-        await process.wait()
+    async def _report_exit(self, process: trio.Process, pipe: trio.lowlevel.FdStream) -> None:
+        # The pipe stays open while the child runs; closing it earlier would tell
+        # the child that the reloader is gone.
+        async with pipe:
+            await process.wait()
         self.send_event.send_nowait(("exit", process))
 
     async def _stop_child(self, process: trio.Process) -> None:
-        if not (self.stop_signal == signal.SIGINT and _terminal_reached_child()):
-            process.send_signal(signal.SIGTERM)
+        # Always: a child that a group signal or a Ctrl+C reached already ignores
+        # it, and one that nothing reached (a signal to the reloader's PID only)
+        # needs it.
+        process.send_signal(signal.SIGTERM)
         with trio.move_on_after(self.kill_after):
             await process.wait()
         if process.returncode is None:
@@ -315,11 +439,17 @@ class _Reloader:
         self.child = None
 
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        from ._logging import reopen_log_files
+
         async for signum in signals:
             name = signal.Signals(signum).name
+            if signum == signal.SIGUSR1:
+                reopen_log_files()
+                if self.child is not None and self.child.returncode is None:
+                    self.child.send_signal(signal.SIGUSR1)
+                continue
             if not self.stopping.is_set():
                 logger.info("Received %s; stopping the server and the reloader", name)
-                self.stop_signal = signum
                 self.stopping.set()
                 self.send_event.send_nowait(("stop", None))
                 continue
@@ -372,18 +502,3 @@ def _describe(paths: object) -> str:
     names = [str(Path(p).relative_to(cwd)) if Path(p).is_relative_to(cwd) else p for p in paths]
     shown = ", ".join(names[:5])
     return shown if len(names) <= 5 else f"{shown} and {len(names) - 5} more"
-
-
-def _terminal_reached_child() -> bool:
-    """Whether the reloader is in the foreground process group of a terminal, so
-    that a Ctrl+C typed there was delivered to the server process (same group) too."""
-    try:
-        tty = os.open("/dev/tty", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return os.tcgetpgrp(tty) == os.getpgrp()
-    except OSError:
-        return False
-    finally:
-        os.close(tty)

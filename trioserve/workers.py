@@ -19,8 +19,14 @@ is restarted.
 
 Signals go through trio, not gunicorn's default handlers: ``TERM`` shuts down
 gracefully (in-flight requests finish within ``graceful_timeout``), ``INT`` and
-``QUIT`` stop at once, ``USR1`` reopens the log files, ``ABRT`` (gunicorn's
-``timeout``) stops at once with exit 1.
+``QUIT`` stop at once, ``USR1`` reopens the log files. ``ABRT`` (gunicorn's
+``timeout``) is the exception: the master sends it to a worker whose event loop
+is blocked, where no trio task can run, so a plain handler (which Python runs
+between two bytecodes, and after a blocking call such as ``time.sleep`` is
+interrupted) runs the ``worker_abort`` hook and exits 1 at once.
+
+gunicorn's own ``--reload`` is refused at boot: its reloader thread cannot stop
+a trio event loop.
 """
 
 from __future__ import annotations
@@ -51,16 +57,43 @@ _VERIFY_MODES = {
     ssl.CERT_OPTIONAL: "CERT_OPTIONAL",
     ssl.CERT_REQUIRED: "CERT_REQUIRED",
 }
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGABRT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
 
 class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker is Any
     """The gunicorn worker: ``gunicorn -k trioserve.workers.TrioserveWorker APP``."""
 
+    def init_process(self) -> None:
+        """Refuse gunicorn's ``--reload``, then boot as gunicorn does."""
+        if self.cfg.reload:
+            self.log.error(
+                "gunicorn's --reload is not supported by trioserve's worker; use trioserve --reload"
+            )
+            sys.exit(_WORKER_BOOT_ERROR)
+        super().init_process()
+
     def init_signals(self) -> None:
-        """Reset the master's handlers; the worker's signals are received by trio."""
+        """Reset the master's handlers; the worker's signals are received by trio,
+        except ``ABRT`` (see :meth:`handle_abort`)."""
         for signum in self.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGABRT, self.handle_abort)
+
+    def handle_abort(self, sig: int, frame: object) -> None:
+        """``ABRT``: run the ``worker_abort`` hook and exit 1 at once.
+
+        The master sends it when the worker missed its heartbeat, that is when the
+        event loop is blocked; the process is ended without unwinding (a
+        ``SystemExit`` raised inside the blocking call would have to travel
+        through the app and trio's tasks), after the logs are flushed.
+        """
+        self.alive = False
+        self.cfg.worker_abort(self)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for handler in logging.getLogger().handlers + self.log.error_log.handlers:
+            handler.flush()
+        os._exit(1)
 
     def trioserve_config(self) -> Config:
         """The :class:`~trioserve.Config` made from gunicorn's settings."""
@@ -99,12 +132,10 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
         self._route_logs()
         try:
             config = self.trioserve_config()
-            code = trio.run(self._serve, config)
+            trio.run(self._serve, config)
         except (ConfigError, LifespanFailure, BindError) as exc:
             self.log.error("%s", exc)
             sys.exit(_WORKER_BOOT_ERROR)
-        if code:
-            sys.exit(code)
 
     def _route_logs(self) -> None:
         # trioserve's loggers write through gunicorn's handlers, so that gunicorn's
@@ -120,9 +151,8 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
             # their records up to the root logger: then so do trioserve's.
             target.propagate = source.propagate
 
-    async def _serve(self, config: Config) -> int:
+    async def _serve(self, config: Config) -> None:
         graceful = trio.Event()
-        exit_code: list[int] = [0]
         error: ConfigError | LifespanFailure | BindError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeat, graceful)
@@ -137,10 +167,9 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
             else:
                 # Opened after serve() installed its own receiver, so this one gets
                 # the signals: gunicorn's INT and QUIT mean "now", not "gracefully".
-                await nursery.start(self._handle_signals, graceful, nursery.cancel_scope, exit_code)
+                await nursery.start(self._handle_signals, graceful, nursery.cancel_scope)
         if error is not None:
             raise error
-        return exit_code[0]
 
     async def _serve_then_stop(
         self,
@@ -168,7 +197,6 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
         self,
         graceful: trio.Event,
         done: trio.CancelScope,
-        exit_code: list[int],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -182,9 +210,5 @@ class TrioserveWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Wor
                     graceful.set()
                 else:
                     self.alive = False
-                    if signum == signal.SIGABRT:
-                        self.cfg.worker_abort(self)
-                        exit_code[0] = 1
-                    else:
-                        self.cfg.worker_int(self)
+                    self.cfg.worker_int(self)
                     done.cancel()
