@@ -28,6 +28,7 @@ import httpx
 import pytest
 import trio
 import trustme
+from _pipes import LogWatch
 
 pytest.importorskip("gunicorn")
 
@@ -74,42 +75,15 @@ DEADLINE = 20
 LISTENING = r"Listening at: (https?://127\.0\.0\.1:\d+)"
 
 
-class Log:
-    """One pipe of the gunicorn process; each wait looks past the last match."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
-        assert stream is not None
-        self.stream = stream
-        self.text = ""
-        self.position = 0
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        with trio.fail_after(DEADLINE):
-            while True:
-                match = re.compile(pattern).search(self.text, self.position)
-                if match is not None:
-                    self.position = match.end()
-                    return match
-                data = await self.stream.receive_some()
-                if not data:
-                    raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
-                self.text += data.decode()
-
-    async def read_rest(self) -> str:
-        while data := await self.stream.receive_some():
-            self.text += data.decode()
-        return self.text
-
-
 class Gunicorn:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.stderr = Log(process.stderr)
-        self.stdout = Log(process.stdout)
+        self.stderr = LogWatch(process.stderr, seconds=DEADLINE)
+        self.stdout = LogWatch(process.stdout, seconds=DEADLINE)
         self.url = ""
 
     async def wait_listening(self) -> str:
-        self.url = (await self.stderr.wait_for(LISTENING)).group(1)
+        self.url = (await self.stderr.next(LISTENING)).group(1)
         return self.url
 
     async def finish(self) -> int:
@@ -194,11 +168,11 @@ async def get(url: str, **client: object) -> httpx.Response:
 async def test_a_worker_serves_and_writes_gunicorns_access_log(start: object) -> None:
     gunicorn = await start("--access-logfile", "-")  # type: ignore[operator]
     url = await gunicorn.wait_listening()
-    worker = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    worker = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     response = await get(url + "/hello")
     assert response.status_code == 200
     assert response.text == worker
-    line = (await gunicorn.stdout.wait_for(r".*\n")).group(0)
+    line = (await gunicorn.stdout.next(r".*\n")).group(0)
     # gunicorn's own default format, with trioserve's atoms (``h`` is host:port).
     assert re.fullmatch(
         r'127\.0\.0\.1:\d+ - - \[.+\] "GET /hello HTTP/1\.1" 200 \d+ "-" "python-httpx/.+"\n', line
@@ -214,8 +188,8 @@ async def test_two_workers_both_boot_and_serve(start: object) -> None:
     await gunicorn.wait_listening()
     # Each worker says where it serves, through gunicorn's error log (with its PID).
     serving = r"\[(\d+)\] \[INFO\] Serving on http://127\.0\.0\.1:\d+"
-    first = (await gunicorn.stderr.wait_for(serving)).group(1)
-    second = (await gunicorn.stderr.wait_for(serving)).group(1)
+    first = (await gunicorn.stderr.next(serving)).group(1)
+    second = (await gunicorn.stderr.next(serving)).group(1)
     assert first != second
     started = re.findall(r"lifespan startup (\d+)", gunicorn.stderr.text)
     assert sorted(started) == sorted([first, second])
@@ -227,10 +201,10 @@ async def test_two_workers_both_boot_and_serve(start: object) -> None:
 async def test_max_requests_ends_the_worker_and_gunicorn_boots_another(start: object) -> None:
     gunicorn = await start("--max-requests", "2")  # type: ignore[operator]
     url = await gunicorn.wait_listening()
-    first = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    first = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     assert [(await get(url)).text for _ in range(2)] == [first, first]
-    await gunicorn.stderr.wait_for(rf"lifespan shutdown {first}")
-    second = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    await gunicorn.stderr.next(rf"lifespan shutdown {first}")
+    second = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     assert second != first
     assert (await get(url)).text == second
     gunicorn.process.send_signal(signal.SIGTERM)
@@ -240,7 +214,7 @@ async def test_max_requests_ends_the_worker_and_gunicorn_boots_another(start: ob
 async def test_sigterm_lets_an_in_flight_request_finish(start: object) -> None:
     gunicorn = await start()  # type: ignore[operator]
     url = await gunicorn.wait_listening()
-    worker = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    worker = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     responses: list[httpx.Response] = []
 
     async def slow() -> None:
@@ -248,9 +222,9 @@ async def test_sigterm_lets_an_in_flight_request_finish(start: object) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow)
-        await gunicorn.stderr.wait_for(r"slow request began")
+        await gunicorn.stderr.next(r"slow request began")
         gunicorn.process.send_signal(signal.SIGTERM)
-        await gunicorn.stderr.wait_for(rf"\[{worker}\] \[INFO\] Shutting down")
+        await gunicorn.stderr.next(rf"\[{worker}\] \[INFO\] Shutting down")
     assert [(r.status_code, r.text) for r in responses] == [(200, worker)]
     assert await gunicorn.finish() == 0, gunicorn.stderr.text
     assert f"lifespan shutdown {worker}" in gunicorn.stderr.text
@@ -259,7 +233,7 @@ async def test_sigterm_lets_an_in_flight_request_finish(start: object) -> None:
 async def test_sigquit_stops_at_once(start: object) -> None:
     gunicorn = await start("--graceful-timeout", "60")  # type: ignore[operator]
     url = await gunicorn.wait_listening()
-    await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")
+    await gunicorn.stderr.next(r"lifespan startup (\d+)")
     failures: list[Exception] = []
 
     async def slow() -> None:
@@ -270,7 +244,7 @@ async def test_sigquit_stops_at_once(start: object) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow)
-        await gunicorn.stderr.wait_for(r"slow request began")
+        await gunicorn.stderr.next(r"slow request began")
         gunicorn.process.send_signal(signal.SIGQUIT)
     assert len(failures) == 1
     assert await gunicorn.finish() == 0, gunicorn.stderr.text
@@ -285,7 +259,7 @@ async def test_tls_from_gunicorns_certfile_and_keyfile(start: object, tmp_path: 
     gunicorn = await start("--certfile", str(certfile), "--keyfile", str(keyfile))  # type: ignore[operator]
     url = await gunicorn.wait_listening()
     assert url.startswith("https://")
-    worker = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    worker = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     context = ssl.create_default_context()
     ca.configure_trust(context)
     response = await get(url, verify=context)
@@ -316,12 +290,12 @@ async def test_a_timeout_runs_the_worker_abort_hook_and_the_worker_exits_1(
     )
     gunicorn = await start("-c", "hooks.py", "--timeout", "2")  # type: ignore[operator]
     url = await gunicorn.wait_listening()
-    worker = (await gunicorn.stderr.wait_for(r"lifespan startup (\d+)")).group(1)
+    worker = (await gunicorn.stderr.next(r"lifespan startup (\d+)")).group(1)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_expect_hang_up, url + "/block")
-        await gunicorn.stderr.wait_for("blocking the event loop")
-        await gunicorn.stderr.wait_for(rf"worker_abort hook ran in {worker}")
-        await gunicorn.stderr.wait_for(rf"Worker \(pid:{worker}\) exited with code 1")
+        await gunicorn.stderr.next("blocking the event loop")
+        await gunicorn.stderr.next(rf"worker_abort hook ran in {worker}")
+        await gunicorn.stderr.next(rf"Worker \(pid:{worker}\) exited with code 1")
     assert "SIGKILL" not in gunicorn.stderr.text
     gunicorn.process.send_signal(signal.SIGTERM)
     assert await gunicorn.finish() == 0, gunicorn.stderr.text

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from _pipes import LogWatch
 from click.testing import CliRunner
 
 from trioserve import Config, ConfigError
@@ -56,58 +57,20 @@ STARTED = r"Started server process (\d+)"
 DEADLINE = 15
 
 
-class Log:
-    """A process's stderr, read on demand; each wait looks past the last match."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
-        assert stream is not None
-        self.stream = stream
-        self.text = ""
-        self.position = 0
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        while True:
-            match = re.compile(pattern).search(self.text, self.position)
-            if match is not None:
-                self.position = match.end()
-                return match
-            data = await self.stream.receive_some()
-            if not data:
-                raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
-            self.text += data.decode()
-
-    async def wait_for_all(self, *patterns: str) -> None:
-        """Until each of ``patterns`` has come, in any order."""
-        while True:
-            matches = [re.compile(p).search(self.text, self.position) for p in patterns]
-            if all(matches):
-                self.position = max(m.end() for m in matches if m is not None)
-                return
-            data = await self.stream.receive_some()
-            if not data:
-                raise AssertionError(f"output ended before {patterns!r}:\n{self.text}")
-            self.text += data.decode()
-
-    async def read_rest(self) -> str:
-        while data := await self.stream.receive_some():
-            self.text += data.decode()
-        return self.text
-
-
 class Reloader:
     """``python -m trioserve ... --reload`` running in a subprocess."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.log = Log(process.stderr)
+        self.log = LogWatch(process.stderr)
 
     async def wait_serving(self) -> str:
         with trio.fail_after(DEADLINE):
-            return (await self.log.wait_for(SERVING)).group(1)
+            return (await self.log.next(SERVING)).group(1)
 
     async def wait_started(self) -> int:
         with trio.fail_after(DEADLINE):
-            return int((await self.log.wait_for(STARTED)).group(1))
+            return int((await self.log.next(STARTED)).group(1))
 
     async def finish(self) -> int:
         with trio.fail_after(DEADLINE):
@@ -204,7 +167,7 @@ async def test_an_edit_is_served_after_the_restart_on_the_same_address(
     assert await get(url) == "v1"
     (app_dir / "app.py").write_text(APP % "v2")
     with trio.fail_after(DEADLINE):
-        await reloader.log.wait_for(r"Detected changes in app\.py; restarting")
+        await reloader.log.next(r"Detected changes in app\.py; restarting")
     second_pid = await reloader.wait_started()
     assert await reloader.wait_serving() == url
     assert await get(url) == "v2"
@@ -219,7 +182,7 @@ async def test_reload_with_workers_runs_one_server_and_says_workers_is_ignored(
         app_dir, "app:app", "--bind", "127.0.0.1:0", "--reload", "-w", "2"
     ) as running:
         with trio.fail_after(DEADLINE):
-            await running.log.wait_for(r"--reload runs one server process: workers = 2 is ignored")
+            await running.log.next(r"--reload runs one server process: workers = 2 is ignored")
         await running.wait_started()
         url = await running.wait_serving()
         assert await get(url) == "v1"
@@ -232,7 +195,7 @@ async def test_a_broken_edit_gives_one_error_line_and_the_next_good_edit_serves_
     url = await reloader.wait_serving()
     (app_dir / "app.py").write_text(APP % "v2" + "this is not python(\n")
     with trio.fail_after(DEADLINE):
-        await reloader.log.wait_for(
+        await reloader.log.next(
             r"The server process exited with code 3; waiting for a change to restart it"
         )
     assert reloader.process.returncode is None
@@ -276,7 +239,7 @@ async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path:
         (tmp_path / "notes.md").write_text("not watched\n")
         (tmp_path / "settings.txt").write_text("watched\n")
         with trio.fail_after(DEADLINE):
-            await command.log.wait_for(r"Detected changes in settings\.txt; restarting\n")
+            await command.log.next(r"Detected changes in settings\.txt; restarting\n")
         await command.wait_serving()
         command.process.send_signal(signal.SIGTERM)
         assert await command.finish() == 0
@@ -396,10 +359,10 @@ async def test_a_second_signal_kills_the_server_at_once_and_exits_130(tmp_path: 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_expect_hang_up, url)
             with trio.fail_after(DEADLINE):
-                await command.log.wait_for("request in flight")
+                await command.log.next("request in flight")
             command.process.send_signal(signal.SIGTERM)
             with trio.fail_after(DEADLINE):
-                await command.log.wait_for(r"Shutting down: waiting up to 30s for requests")
+                await command.log.next(r"Shutting down: waiting up to 30s for requests")
             command.process.send_signal(signal.SIGTERM)
             assert await command.finish() == 130, command.log.text
     assert "Received SIGTERM again; killing the server process" in command.log.text
@@ -479,11 +442,11 @@ async def test_a_signal_to_the_whole_process_group_stops_the_server_gracefully(
         url = await command.wait_serving()
         request = await open_request(url)
         with trio.fail_after(DEADLINE):
-            await command.log.wait_for("request in flight")
+            await command.log.next("request in flight")
             os.killpg(command.process.pid, signum)
             # The server's shutdown has begun, and the reloader has passed its
             # SIGTERM on (the line comes just before it is sent).
-            await command.log.wait_for_all(
+            await command.log.next_all(
                 rf"\[{pid}\] \[INFO\] Shutting down: waiting up to",
                 r"stopping the server and the reloader",
             )
@@ -512,14 +475,14 @@ async def test_sigint_to_the_reloader_alone_in_a_terminal_stops_the_server_at_on
         cwd=str(app_dir),
         env=environment,
     )
-    terminal = Log(process.stdout)
+    terminal = LogWatch(process.stdout)
     try:
         with trio.fail_after(DEADLINE):
-            match = await terminal.wait_for(r"\[(\d+)\] \[INFO\] Reloading on changes in")
-            await terminal.wait_for(SERVING)
+            match = await terminal.next(r"\[(\d+)\] \[INFO\] Reloading on changes in")
+            await terminal.next(SERVING)
         os.kill(int(match.group(1)), signal.SIGINT)
         with trio.fail_after(DEADLINE):
-            await terminal.wait_for(r"Received SIGTERM; shutting down gracefully")
+            await terminal.next(r"Received SIGTERM; shutting down gracefully")
             await process.wait()
             await terminal.read_rest()
         assert process.returncode == 0, terminal.text
@@ -539,9 +502,7 @@ async def test_the_server_shuts_down_when_the_reloader_is_killed(app_dir: Path) 
         await command.wait_serving()
         command.process.kill()
         with trio.fail_after(DEADLINE):
-            await command.log.wait_for(
-                rf"\[{pid}\] \[WARNING\] The reloader is gone; shutting down"
-            )
+            await command.log.next(rf"\[{pid}\] \[WARNING\] The reloader is gone; shutting down")
             # Every server process holds the stderr pipe until it exits.
             await command.log.read_rest()
             await wait_gone(pid)

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import trio
 import trustme
+from _pipes import LogWatch
 
 APPS_DIR = Path(__file__).parent / "fixtures" / "apps"
 SERVING = r"Serving on (http://127\.0\.0\.1:\d+)"
@@ -35,39 +36,10 @@ READY = r"Worker (\d+) ready"
 SLEEPING = r"fx_workers \d+: sleeping"
 
 
-class LogWatch:
-    """The supervisor's stderr, read on demand; each wait starts where the last
-    one matched, so that it sees only what happened since."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream | None) -> None:
-        assert stream is not None
-        self.stream = stream
-        self.text = ""
-        self.position = 0
-
-    async def next(self, pattern: str, seconds: float = 30) -> re.Match[str]:
-        with trio.move_on_after(seconds):
-            while True:
-                match = re.compile(pattern).search(self.text, self.position)
-                if match is not None:
-                    self.position = match.end()
-                    return match
-                data = await self.stream.receive_some()
-                if not data:
-                    raise AssertionError(f"output ended before {pattern!r}:\n{self.text}")
-                self.text += data.decode()
-        raise AssertionError(f"no {pattern!r} within {seconds}s:\n{self.text}")
-
-    async def read_rest(self) -> str:
-        while data := await self.stream.receive_some():
-            self.text += data.decode()
-        return self.text
-
-
 class Supervisor:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.log = LogWatch(process.stderr)
+        self.log = LogWatch(process.stderr, seconds=30)
         self.url = ""
 
     async def ready_pids(self, count: int) -> set[int]:
