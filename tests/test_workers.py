@@ -306,6 +306,15 @@ async def test_unix_socket_is_served_by_the_workers_and_removed_by_the_superviso
     assert not path.exists()
 
 
+async def test_an_ipv6_address_is_bound_once_and_served_by_the_workers() -> None:
+    async with supervisor("fx_workers:app", "-w", "2", "-b", "[::1]:0") as server:
+        url = (await server.log.next(r"Serving on (http://\[::1\]:\d+)")).group(1)
+        pids = await server.ready_pids(2)
+        assert await pids_serving(url, pids) == pids
+        server.signal(signal.SIGTERM)
+        assert await server.finish() == 0, server.log.text
+
+
 # -- long ones ------------------------------------------------------------------------
 
 
