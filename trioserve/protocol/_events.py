@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import NamedTuple
 
 __all__ = ["BodyChunk", "RequestEnd", "RequestHead", "Signal"]
 
@@ -19,9 +20,12 @@ class Signal(enum.Enum):
     PEER_CLOSED = "PEER_CLOSED"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestHead:
-    """A complete request head."""
+class RequestHead(NamedTuple):
+    """A complete request head.
+
+    A named tuple rather than a frozen dataclass: as immutable, and one is made for
+    every request, which a tuple does at a fraction of the cost.
+    """
 
     method: bytes
     target: bytes
