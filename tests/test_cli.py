@@ -426,9 +426,18 @@ class Command:
             await self.process.wait()
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 async def start_command(
-    *args: str, cwd: Path = APPS_DIR, env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path = APPS_DIR,
+    env: dict[str, str] | None = None,
+    sigint_ignored: bool = False,
 ) -> Command:
+    """``python -m trioserve ARGS``; with ``sigint_ignored``, started as a launcher
+    that runs it in the background does (SIGINT ignored, which Python keeps)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
     environment.update(env or {})
     process = await trio.lowlevel.open_process(
@@ -437,6 +446,7 @@ async def start_command(
         stderr=subprocess.PIPE,
         cwd=str(cwd),
         env=environment,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
     return Command(process)
 
@@ -502,22 +512,27 @@ async def app(scope, receive, send):
 
 
 @pytest.mark.parametrize(
-    ("first", "second"),
+    ("first", "second", "sigint_ignored"),
     [
-        (signal.SIGINT, signal.SIGTERM),
-        (signal.SIGTERM, signal.SIGINT),
-        (signal.SIGTERM, signal.SIGTERM),
-        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGINT, signal.SIGTERM, False),
+        (signal.SIGTERM, signal.SIGINT, False),
+        (signal.SIGTERM, signal.SIGTERM, False),
+        (signal.SIGINT, signal.SIGINT, False),
+        (signal.SIGTERM, signal.SIGTERM, True),
+        (signal.SIGINT, signal.SIGINT, True),
     ],
 )
 async def test_a_second_signal_during_the_graceful_shutdown_exits_130_at_once(
-    tmp_path: Path, first: signal.Signals, second: signal.Signals
+    tmp_path: Path, first: signal.Signals, second: signal.Signals, sigint_ignored: bool
 ) -> None:
     """A Ctrl+C and then a `kill`, or a signal to the whole process group and one to
-    the PID: the second one ends the graceful shutdown, with exit 130 and no
-    traceback (not the default action of SIGTERM, which would leave no word)."""
+    the PID: the second one ends the graceful shutdown, says so in one line, and
+    exits 130 without a traceback (not the default action of SIGTERM, which would
+    leave no word), also when the process was started with SIGINT ignored."""
     (tmp_path / "waiting.py").write_text(WAITING_APP)
-    command = await start_command("waiting:app", "--bind", "127.0.0.1:0", cwd=tmp_path)
+    command = await start_command(
+        "waiting:app", "--bind", "127.0.0.1:0", cwd=tmp_path, sigint_ignored=sigint_ignored
+    )
     try:
         url = await command.wait_serving()
         host, port = url.removeprefix("http://").split(":")
@@ -534,6 +549,7 @@ async def test_a_second_signal_during_the_graceful_shutdown_exits_130_at_once(
         await command.stop()
     assert returncode == 130, command.stderr.text
     assert "Traceback" not in command.stderr.text
+    assert f"Received {second.name} again; exiting now" in command.stderr.text
 
 
 async def test_serves_asgi2_app_and_exits_0_on_sigterm() -> None:

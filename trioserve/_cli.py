@@ -19,7 +19,6 @@ import dataclasses
 import gc
 import logging
 import os
-import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -472,12 +471,6 @@ def run_app(
     # serve() itself leaves the embedder's GC alone.
     gc.collect()
     gc.freeze()
-    # The server watches SIGINT and SIGTERM until the first of them, then restores
-    # these handlers: a second SIGINT is trio's KeyboardInterrupt, and so is a
-    # second SIGTERM (rather than the default action, which would end the process
-    # with no word), so that either pair (a Ctrl+C then `kill`, or one signal
-    # to the whole process group and another to the PID) stops at once, exit 130.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = trio.run(runner or serve_in_process, asgi_app, config, notifier)
     except ConfigError as exc:
@@ -485,22 +478,15 @@ def run_app(
     except (AppLoadError, LifespanFailure, BindError) as exc:
         _fail(str(exc), 3)
     except KeyboardInterrupt:
-        # A second signal during the graceful period: the user wants out now.
+        # A Ctrl+C before the server watches the signals itself: the user wants out.
         sys.exit(130)
     except BaseExceptionGroup as group:
         # The same, as trio's nurseries deliver it from inside the server.
         if group.split(KeyboardInterrupt)[1] is not None:
             raise
         sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if code:
         sys.exit(code)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    # Delivered as SIGINT, so that trio raises KeyboardInterrupt where it is safe.
-    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

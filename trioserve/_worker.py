@@ -42,7 +42,7 @@ import trio
 from ._config import Config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 from ._listeners import open_listeners_with_tls
-from ._serve import serve, serve_listeners
+from ._serve import serve_listeners
 from ._systemd import Notifier
 from ._tls import create_server_tls
 from ._types import ASGIApp
@@ -52,8 +52,8 @@ __all__ = [
     "encode_spec",
     "heartbeat_interval",
     "main",
+    "serve_on_signals",
     "serve_until",
-    "serve_with_notify",
 ]
 
 logger = logging.getLogger("trioserve.error")
@@ -128,13 +128,15 @@ async def _serve_then_cancel(
     scope.cancel()
 
 
-async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) -> int:
-    """Serve in this process and tell the service manager: ``READY=1`` once
-    listening, ``STOPPING=1`` when shutdown begins, ``WATCHDOG=1`` pings.
+async def serve_on_signals(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
+    """Serve in this process until SIGINT or SIGTERM, and with a ``notifier`` tell
+    the service manager: ``READY=1`` once listening, ``STOPPING=1`` when shutdown
+    begins, ``WATCHDOG=1`` pings.
 
-    SIGINT and SIGTERM shut down gracefully, as with :func:`trioserve.serve`; a
-    second one during the graceful period cancels what is left at once. Returns
-    the exit code: 0, or 130 after a second signal.
+    The first SIGINT or SIGTERM shuts down gracefully; a second one during the
+    graceful period cancels what is left at once. The signals are watched for the
+    whole run, whatever handlers the process inherited (a launcher may start it
+    with SIGINT ignored). Returns the exit code: 0, or 130 after a second signal.
 
     Raises:
       ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
@@ -151,9 +153,10 @@ async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) ->
             error = exc
             nursery.cancel_scope.cancel()
         else:
-            notifier.notify("READY=1")
-            nursery.start_soon(notifier.watchdog)
-    if not stop.is_set():
+            if notifier is not None:
+                notifier.notify("READY=1")
+                nursery.start_soon(notifier.watchdog)
+    if not stop.is_set() and notifier is not None:
         notifier.notify("STOPPING=1")
     if error is not None:
         raise error
@@ -163,7 +166,7 @@ async def serve_with_notify(app: ASGIApp, config: Config, notifier: Notifier) ->
 async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
     """Serve in this process, as the command does without workers: SIGUSR1 reopens
     the log files (after a log rotation), and with a ``notifier`` the service
-    manager is told the server's state (:func:`serve_with_notify`). Returns the
+    manager is told the server's state (:func:`serve_on_signals`). Returns the
     exit code.
 
     Raises:
@@ -174,10 +177,7 @@ async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | No
     async with trio.open_nursery() as nursery:
         await nursery.start(_reopen_logs_on_sigusr1)
         try:
-            if notifier is None:
-                await serve(app, config)
-            else:
-                code = await serve_with_notify(app, config, notifier)
+            code = await serve_on_signals(app, config, notifier)
         except (ConfigError, LifespanFailure, BindError) as exc:
             # Raised outside the nursery, so that the caller sees the error itself.
             error = exc
@@ -202,7 +202,7 @@ async def _reopen_logs_on_sigusr1(
 async def _stop_on_signal(
     stop: trio.Event,
     hurried: trio.Event,
-    notifier: Notifier,
+    notifier: Notifier | None,
     scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -218,7 +218,8 @@ async def _stop_on_signal(
                 scope.cancel()
                 return
             logger.info("Received %s; shutting down gracefully", name)
-            notifier.notify("STOPPING=1")
+            if notifier is not None:
+                notifier.notify("STOPPING=1")
             stop.set()
 
 
