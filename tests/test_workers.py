@@ -462,6 +462,25 @@ async def test_sigusr1_reopens_the_access_log_of_a_single_process_server(
 
 
 @pytest.mark.slow
+async def test_a_slow_lifespan_shutdown_has_its_shutdown_timeout_before_a_worker_is_killed() -> (
+    None
+):
+    """The supervisor allows a stopping worker ``graceful_timeout`` for its requests
+    and then ``shutdown_timeout`` for the app's lifespan shutdown; killing it at
+    ``graceful_timeout`` plus a margin would cut a slow shutdown short."""
+    async with supervisor(
+        "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--graceful-timeout", "0.2",
+        env={"FX_SHUTDOWN_SECONDS": "6"},
+    ) as server:  # fmt: skip
+        pids = await server.ready_pids(2)
+        server.signal(signal.SIGTERM)
+        assert await server.finish(seconds=40) == 0, server.log.text
+    await wait_gone(pids)
+    assert server.log.text.count("shutdown done") == 2, server.log.text
+    assert "killing it" not in server.log.text
+
+
+@pytest.mark.slow
 async def test_workers_shut_down_when_the_supervisor_is_killed() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
         pids = await server.ready_pids(2)

@@ -379,14 +379,13 @@ class _Supervisor:
     async def _stop(self, worker: _Worker) -> None:
         worker.stopping = True
         worker.send_signal(signal.SIGTERM)
-        with trio.move_on_after(self.config.graceful_timeout + KILL_MARGIN):
+        # A worker stopping gracefully may take graceful_timeout for its requests
+        # and then shutdown_timeout for the app's lifespan shutdown.
+        allowed = self.config.graceful_timeout + self.config.shutdown_timeout + KILL_MARGIN
+        with trio.move_on_after(allowed):
             await worker.exited.wait()
             return
-        logger.warning(
-            "Worker %d still runs %gs after SIGTERM; killing it",
-            worker.pid,
-            self.config.graceful_timeout + KILL_MARGIN,
-        )
+        logger.warning("Worker %d still runs %gs after SIGTERM; killing it", worker.pid, allowed)
         worker.kill()
         await worker.exited.wait()
 
