@@ -1,4 +1,4 @@
-"""The memory floor of an idle connection in the shape the design brief gives.
+"""The memory floor of an idle connection in the shape trioserve is built on.
 
 Two minimal trio servers, measured like ``run.py``'s ``idle_rss`` scenario (RSS
 growth of the server process over 1,000 idle keep-alive connections, each after

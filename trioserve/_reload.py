@@ -299,7 +299,7 @@ async def _child_signals(
             else:
                 # The same stop reaching us twice (a group signal, then the
                 # reloader's SIGTERM); cutting it short is the reloader's call.
-                logger.info("Received %s again; still shutting down gracefully", name)
+                logger.debug("Received %s again; still shutting down gracefully", name)
 
 
 async def _watch_reloader(control_fd: int, stop: trio.Event) -> None:
