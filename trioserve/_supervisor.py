@@ -56,8 +56,8 @@ __all__ = ["AppSpec", "supervise"]
 
 logger = logging.getLogger("trioserve.error")
 
-#: Seconds a stopping worker gets beyond ``graceful_timeout`` (for lifespan
-#: shutdown and leaving the process) before it is killed.
+#: Seconds a stopping worker gets beyond ``graceful_timeout`` and
+#: ``shutdown_timeout`` (for leaving the process) before it is killed.
 KILL_MARGIN = 5.0
 #: Seconds between RSS samples when ``worker_max_rss`` is set.
 RSS_INTERVAL = 1.0
