@@ -7,10 +7,12 @@ import runpy
 import warnings
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from trioserve import Config, ConfigWarning
+from trioserve._cli import cli_markdown
 from trioserve._config_sources import load_config, reference_markdown
 from trioserve.testing import open_test_client
 
@@ -23,6 +25,35 @@ def test_config_reference_is_up_to_date() -> None:
     assert committed == reference_markdown(), (
         "docs/config.md is stale: run `python docs/gen_config.py`"
     )
+
+
+def test_cli_reference_is_up_to_date_and_reads_on_github() -> None:
+    # A flag added or changed without regenerating docs/cli.md fails here; the page
+    # is plain Markdown, with no directive that only the docs site would expand.
+    committed = (ROOT / "docs" / "cli.md").read_text()
+    assert committed == cli_markdown(), "docs/cli.md is stale: run `python docs/gen_cli.py`"
+    assert ":::" not in committed
+    assert "| `-w, --workers INTEGER` |" in committed
+
+
+@pytest.mark.parametrize(
+    ("page", "example"),
+    [
+        ("configuration.md", "examples/hypercorn.toml"),
+        ("embedding.md", "examples/embed.py"),
+        ("embedding.md", "examples/test_with_trioserve.py"),
+    ],
+)
+def test_example_files_shown_in_the_docs_are_the_files_that_are_tested(
+    page: str, example: str
+) -> None:
+    # The pages show the examples inline, so that they read on GitHub; the files
+    # are what the tests run, and the two must not drift apart.
+    text = (ROOT / "docs" / page).read_text()
+    assert "```\n" + (ROOT / "docs" / example).read_text().rstrip("\n") + "\n```" in text.replace(
+        "```toml\n", "```\n"
+    ).replace("```python\n", "```\n")
+    assert "--8<--" not in text
 
 
 async def test_hello_example_serves_its_greeting() -> None:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     #: Serves a loaded app under ``trio.run``: ``runner(app, config, notifier)``.
     Runner = Callable[[ASGIApp, Config, Notifier | None], Awaitable[int | None]]
 
-__all__ = ["cli", "main", "run_app"]
+__all__ = ["cli", "cli_markdown", "main", "run_app"]
 
 _DOCS = {
     field.name: " ".join(field.metadata["doc"].replace("``", "").split())
@@ -224,17 +224,53 @@ class _GroupedCommand(CompatCommand):
     uvicorn's and Hypercorn's flags too (``_compat.py``)."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows: dict[str, list[tuple[str, str]]] = {group: [] for group in _GROUP_ORDER}
+        for group, rows in self.grouped_help(ctx).items():
+            with formatter.section(f"{group} options"):
+                formatter.write_dl([(flags, text) for flags, text, _ in rows])
+
+    def grouped_help(self, ctx: click.Context) -> dict[str, list[tuple[str, str, str]]]:
+        """``{group: [(flags, help, environment variable)]}`` in ``--help`` order."""
+        rows: dict[str, list[tuple[str, str, str]]] = {group: [] for group in _GROUP_ORDER}
         for param in self.get_params(ctx):
             if not isinstance(param, click.Option):
                 continue
             record = param.get_help_record(ctx)
             if record is not None:
-                rows[_GROUPS.get(param.name or "", "Other")].append(record)
-        for group in _GROUP_ORDER:
-            if rows[group]:
-                with formatter.section(f"{group} options"):
-                    formatter.write_dl(rows[group])
+                # --help and --version are actions, not settings: no variable.
+                exposed = param.expose_value and param.name
+                variable = f"TRIOSERVE_{param.name.upper()}" if exposed and param.name else ""
+                rows[_GROUPS.get(param.name or "", "Other")].append((*record, variable))
+        return {group: group_rows for group, group_rows in rows.items() if group_rows}
+
+
+def cli_markdown() -> str:
+    """The command line reference (``docs/cli.md``), made from the command itself.
+
+    ``tests/test_docs.py`` checks that the committed file equals this output; run
+    ``python docs/gen_cli.py`` after changing a flag.
+    """
+    lines = [
+        "# Command line reference",
+        "",
+        "<!-- Generated from the trioserve command by `python docs/gen_cli.py`; do not edit. -->",
+        "",
+        "`trioserve APP` serves the ASGI application `APP`, written as `module:attribute`.",
+        "`python -m trioserve` does the same. Every configuration key has a flag of its",
+        "own, and every flag can also be set through the environment variable shown",
+        "(flag > environment > `--config` file > default). uvicorn's and Hypercorn's",
+        "flags are accepted too, under their own names: see",
+        "[compatibility](compatibility.md).",
+    ]
+    command = cli
+    assert isinstance(command, _GroupedCommand)
+    ctx = click.Context(command, info_name="trioserve", **command.context_settings)
+    for group, rows in command.grouped_help(ctx).items():
+        lines += ["", f"## {group} options", "", "| flag | meaning | environment |"]
+        lines.append("| --- | --- | --- |")
+        for flags, text, variable in rows:
+            cells = [f"`{flags}`", " ".join(text.split()), f"`{variable}`" if variable else ""]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fail(message: str, code: int) -> NoReturn:
