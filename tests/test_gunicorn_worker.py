@@ -62,7 +62,7 @@ async def app(scope, receive, send):
                 return
     if scope["path"] == "/block":
         say("blocking the event loop")
-        time.sleep(30)
+        time.sleep(30)  # blocking the event loop is the point: gunicorn's timeout fires
     if scope["path"] == "/slow":
         say("slow request began")
         await trio.sleep(1)

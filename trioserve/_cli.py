@@ -237,8 +237,8 @@ class _GroupedCommand(CompatCommand):
             record = param.get_help_record(ctx)
             if record is not None:
                 # --help and --version are actions, not settings: no variable.
-                exposed = param.expose_value and param.name
-                variable = f"TRIOSERVE_{param.name.upper()}" if exposed and param.name else ""
+                name = param.name if param.expose_value else None
+                variable = f"TRIOSERVE_{name.upper()}" if name else ""
                 rows[_GROUPS.get(param.name or "", "Other")].append((*record, variable))
         return {group: group_rows for group, group_rows in rows.items() if group_rows}
 

@@ -52,7 +52,7 @@ __all__ = [
     "encode_spec",
     "heartbeat_interval",
     "main",
-    "serve_on_signals",
+    "serve_in_process",
     "serve_until",
 ]
 
@@ -128,15 +128,16 @@ async def _serve_then_cancel(
     scope.cancel()
 
 
-async def serve_on_signals(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
-    """Serve in this process until SIGINT or SIGTERM, and with a ``notifier`` tell
-    the service manager: ``READY=1`` once listening, ``STOPPING=1`` when shutdown
-    begins, ``WATCHDOG=1`` pings.
+async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
+    """Serve in this process, as the command does without workers, until SIGINT or
+    SIGTERM; with a ``notifier`` tell the service manager: ``READY=1`` once
+    listening, ``STOPPING=1`` when shutdown begins, ``WATCHDOG=1`` pings.
 
     The first SIGINT or SIGTERM shuts down gracefully; a second one during the
-    graceful period cancels what is left at once. The signals are watched for the
-    whole run, whatever handlers the process inherited (a launcher may start it
-    with SIGINT ignored). Returns the exit code: 0, or 130 after a second signal.
+    graceful period cancels what is left at once. SIGUSR1 reopens the log files
+    (after a log rotation). The signals are watched for the whole run, whatever
+    handlers the process inherited (a launcher may start it with SIGINT ignored).
+    Returns the exit code: 0, or 130 after a second signal.
 
     Raises:
       ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
@@ -145,7 +146,7 @@ async def serve_on_signals(app: ASGIApp, config: Config, notifier: Notifier | No
     hurried = trio.Event()
     error: ConfigError | LifespanFailure | BindError | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(_stop_on_signal, stop, hurried, notifier, nursery.cancel_scope)
+        await nursery.start(_act_on_signals, stop, hurried, notifier, nursery.cancel_scope)
         try:
             await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
         except (ConfigError, LifespanFailure, BindError) as exc:
@@ -163,43 +164,7 @@ async def serve_on_signals(app: ASGIApp, config: Config, notifier: Notifier | No
     return 130 if hurried.is_set() else 0
 
 
-async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | None) -> int:
-    """Serve in this process, as the command does without workers: SIGUSR1 reopens
-    the log files (after a log rotation), and with a ``notifier`` the service
-    manager is told the server's state (:func:`serve_on_signals`). Returns the
-    exit code.
-
-    Raises:
-      ConfigError, LifespanFailure, BindError: as :func:`trioserve.serve`.
-    """
-    error: ConfigError | LifespanFailure | BindError | None = None
-    code = 0
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_reopen_logs_on_sigusr1)
-        try:
-            code = await serve_on_signals(app, config, notifier)
-        except (ConfigError, LifespanFailure, BindError) as exc:
-            # Raised outside the nursery, so that the caller sees the error itself.
-            error = exc
-        nursery.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return code
-
-
-async def _reopen_logs_on_sigusr1(
-    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    from ._logging import reopen_log_files
-
-    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
-        task_status.started()
-        async for _ in signals:
-            reopen_log_files()
-            logger.info("Reopened the log files")
-
-
-async def _stop_on_signal(
+async def _act_on_signals(
     stop: trio.Event,
     hurried: trio.Event,
     notifier: Notifier | None,
@@ -207,20 +172,26 @@ async def _stop_on_signal(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    from ._logging import reopen_log_files
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
-            if stop.is_set():
+            if signum == signal.SIGUSR1:
+                reopen_log_files()
+                logger.info("Reopened the log files")
+            elif stop.is_set():
                 # As the supervisor and the reloader do: a second signal means now.
                 logger.warning("Received %s again; exiting now", name)
                 hurried.set()
                 scope.cancel()
                 return
-            logger.info("Received %s; shutting down gracefully", name)
-            if notifier is not None:
-                notifier.notify("STOPPING=1")
-            stop.set()
+            else:
+                logger.info("Received %s; shutting down gracefully", name)
+                if notifier is not None:
+                    notifier.notify("STOPPING=1")
+                stop.set()
 
 
 # -- the worker process -------------------------------------------------------------
