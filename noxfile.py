@@ -103,7 +103,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs; any warning fails the build."""
-    session.install("-e", ".", "mkdocs>=1.6", "pymdown-extensions>=10")
+    session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
