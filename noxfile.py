@@ -8,7 +8,10 @@ hard-coded, so this works on a machine with a single Python installed.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
+import tempfile
+import zipfile
 
 import nox
 
@@ -100,8 +103,37 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs; any warning fails the build."""
-    session.install("-e", ".", "mkdocs>=1.6", "pymdown-extensions>=10")
+    session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+#: Files that must be in the wheel, and prefixes that must not be.
+WHEEL_MUST_HAVE = ("trioserve/__init__.py", "trioserve/py.typed", "trioserve/testing/__init__.py")
+WHEEL_MUST_NOT_HAVE = ("tests/", "docs/", "examples/", "bench/", "conformance/")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel into a temporary directory and check them the
+    way PyPI will (``twine check --strict``), plus what the wheel must (not) hold.
+    The files are removed afterwards; ``python -m build`` makes them in ``dist/``."""
+    session.install("build>=1.2", "twine>=6.1")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="trioserve-package-"))
+    try:
+        session.run("python", "-m", "build", "--outdir", str(out), ".")
+        built = sorted(str(path) for path in out.iterdir())
+        session.run("twine", "check", "--strict", *built)
+        (wheel,) = out.glob("trioserve-*.whl")
+        names = zipfile.ZipFile(wheel).namelist()
+        missing = [name for name in WHEEL_MUST_HAVE if name not in names]
+        stray = [
+            name for name in names if name.startswith(WHEEL_MUST_NOT_HAVE) or "__pycache__" in name
+        ]
+        if missing or stray:
+            session.error(f"{wheel.name}: missing {missing}, should not hold {stray}")
+        session.log(f"{wheel.name}: {len(names)} files, py.typed included, no tests or docs")
+    finally:
+        shutil.rmtree(out)
 
 
 @nox.session

@@ -2,14 +2,14 @@
 behaviour trioserve holds to:
 
 - the keep-alive timer must not fire while a pipelined request, or one that
-  arrived right after the previous response, is being served (uvicorn #1637:
-  the timer was armed after the next request had arrived, and fired during it);
+  arrived right after the previous response, is being served (uvicorn armed the
+  timer after the next request had arrived, and it fired during it);
 - after a request with ``Connection: close`` no further pipelined request is
   parsed or answered (RFC 9112 §9.6; uvicorn answered the next one), over memory
   streams and a real socket, while the body of the closing request itself is
   still delivered whole;
 - a stack of ``BaseHTTPMiddleware`` whose client hangs up before the response
-  never ends in "No response returned", a 500 or an ERROR (starlette #1634);
+  never ends in "No response returned", a 500 or an ERROR (as it did in Starlette);
 - a client hang-up cancels the app according to ``cancel_on_disconnect``; apps
   that keep running see ``http.disconnect`` and a ``send()`` that raises
   :class:`trioserve.ClientDisconnected`; work after a complete response is never

@@ -119,7 +119,7 @@ async def test_keep_alive_timer_not_armed_while_pipelined_request_runs(
     autojump_clock: Any,
 ) -> None:
     """The second pipelined request takes 10 s, twice the keep-alive timeout; a
-    server that arms the timer after the first response kills it (uvicorn #1637)."""
+    server that arms the timer after the first response kills it (as uvicorn once did)."""
 
     @http_only
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

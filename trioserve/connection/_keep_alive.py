@@ -1,8 +1,8 @@
 """The keep-alive deadline: how long a connection may sit idle between requests.
 
 It can end a connection only while the connection is idle, never while a request
-is being read or served (the shape of uvicorn #1637, where the timer fired during
-a pipelined request). A cancel scope around the idle wait alone would say that
+is being read or served (a uvicorn bug had the timer fire during a pipelined
+request). A cancel scope around the idle wait alone would say that
 directly, but entering and leaving a timed scope for every request is measurably
 slower than the rest of a small request's scheduling (``docs/performance.md``).
 So the deadline lives on one cancel scope that wraps the connection's reader task
