@@ -123,9 +123,7 @@ def isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     runner = CliRunner()
-    return runner.invoke(
-        cli, list(args), auto_envvar_prefix="TRIOSERVE", env=env or {}, prog_name="trioserve"
-    )
+    return runner.invoke(cli, list(args), env=env or {}, prog_name="trioserve")
 
 
 def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
@@ -145,11 +143,13 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
 
 
 def assert_usage_error(result: Result, *fragments: str) -> str:
-    """click's usage errors: exit 2, usage hint, and one ``Error:`` line."""
+    """Usage errors: exit 2 and stderr is one ``Error:`` line containing
+    ``fragments`` (no usage block, no "Try" line); nothing on stdout."""
     assert result.exit_code == 2, (result.output, result.exception)
     assert "Traceback" not in result.output
-    assert result.stderr.startswith("Usage: trioserve [OPTIONS] APP")
-    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: "), line
     for fragment in fragments:
         assert fragment in line, line
     return line
@@ -224,31 +224,69 @@ def test_version() -> None:
 # -- usage errors (click) ---------------------------------------------------------------
 
 
-def test_missing_app_is_a_usage_error() -> None:
-    assert_usage_error(invoke(), "Missing argument 'APP'")
+def test_missing_app_is_one_line_pointing_at_help() -> None:
+    line = assert_usage_error(invoke(), "missing the application, APP")
+    assert line.endswith("; see 'trioserve --help'")
 
 
-def test_unknown_flag_is_a_usage_error() -> None:
+def test_unknown_flag_is_one_line_with_the_nearest_flag() -> None:
     """--worker-type is no flag of trioserve, uvicorn or Hypercorn."""
-    assert_usage_error(
-        invoke(UNSERVED_APP, "--worker-type", "trio"), "No such option", "--worker-type"
+    line = assert_usage_error(invoke(UNSERVED_APP, "--worker-type", "trio"))
+    assert line == (
+        "Error: no such option '--worker-type' (did you mean '--workers'?); see 'trioserve --help'"
     )
 
 
 @pytest.mark.parametrize(
-    ("args", "env", "fragments"),
+    ("args", "line"),
     [
-        (["--keep-alive-timeout", "soon"], {}, ["'--keep-alive-timeout'", "'soon'"]),
-        ([], {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "soon"}, ["'--keep-alive-timeout'", "'soon'"]),
-        (["--lifespan", "sometimes"], {}, ["'--lifespan'", "'sometimes'"]),
-        ([], {"TRIOSERVE_CANCEL_ON_DISCONNECT": "maybe"}, ["'--cancel-on-disconnect'", "'maybe'"]),
-        (["--port", "eighty"], {}, ["'--port'", "'eighty'"]),
+        (["--port"], "option '--port' requires an argument; see 'trioserve --help'"),
+        (["extra"], "got unexpected extra argument (extra); see 'trioserve --help'"),
+        (["--factory=yes"], "option '--factory' does not take a value; see 'trioserve --help'"),
     ],
 )
-def test_badly_typed_flag_or_variable_is_a_usage_error(
-    args: list[str], env: dict[str, str], fragments: list[str]
+def test_malformed_command_line_is_one_line(args: list[str], line: str) -> None:
+    assert assert_usage_error(invoke(UNSERVED_APP, *args)) == f"Error: {line}"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (["--keep-alive-timeout", "soon"], {}, "--keep-alive-timeout must be a number, got 'soon'"),
+        (
+            [],
+            {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "soon"},
+            "TRIOSERVE_KEEP_ALIVE_TIMEOUT must be a number, got 'soon'",
+        ),
+        (
+            ["--lifespan", "sometimes"],
+            {},
+            "--lifespan must be one of auto, on, off, got 'sometimes'",
+        ),
+        (
+            [],
+            {"TRIOSERVE_CANCEL_ON_DISCONNECT": "maybe"},
+            "TRIOSERVE_CANCEL_ON_DISCONNECT must be one of safe, always, never, got 'maybe'",
+        ),
+        (["--port", "eighty"], {}, "--port must be an integer, got 'eighty'"),
+        (["-w", "four"], {}, "-w must be an integer, got 'four'"),
+        (["-wfour"], {}, "-w must be an integer, got 'four'"),
+        (
+            [],
+            {"TRIOSERVE_PROXY_HEADERS": "sometimes"},
+            "TRIOSERVE_PROXY_HEADERS must be a boolean (1/0, true/false, yes/no), got 'sometimes'",
+        ),
+        (
+            ["--reload-dir", __file__],
+            {},
+            f"--reload-dir {__file__!r}: directory {__file__!r} is a file",
+        ),
+    ],
+)
+def test_badly_typed_flag_or_variable_is_one_line_naming_it(
+    args: list[str], env: dict[str, str], line: str
 ) -> None:
-    assert_usage_error(invoke(UNSERVED_APP, *args, env=env), *fragments)
+    assert assert_usage_error(invoke(UNSERVED_APP, *args, env=env), line) == f"Error: {line}"
 
 
 # -- configuration errors: exit 2, one line ----------------------------------------------
@@ -257,12 +295,19 @@ def test_badly_typed_flag_or_variable_is_a_usage_error(
 @pytest.mark.parametrize(
     ("args", "env", "fragments"),
     [
-        (["--keep-alive-timeout", "-1"], {}, ["keep_alive_timeout must be", "-1.0"]),
-        ([], {"TRIOSERVE_BACKLOG": "0"}, ["backlog must be an integer >= 1, got 0"]),
-        ([], {"TRIOSERVE_ROOT_PATH": "api/"}, ["root_path", "'api/'"]),
-        (["--bind", "nonsense"], {}, ["bind 'nonsense' must be HOST:PORT"]),
-        (["--header", "no-colon-here"], {}, ["headers must be", "no-colon-here"]),
-        (["--umask", "999"], {}, ["umask", "'999'"]),
+        (["--keep-alive-timeout", "-1"], {}, ["Error: --keep-alive-timeout must be", "-1.0"]),
+        ([], {"TRIOSERVE_BACKLOG": "0"}, ["Error: TRIOSERVE_BACKLOG must be an integer >= 1"]),
+        ([], {"TRIOSERVE_ROOT_PATH": "api/"}, ["Error: TRIOSERVE_ROOT_PATH", "'api/'"]),
+        (["--bind", "nonsense"], {}, ["Error: --bind 'nonsense' must be HOST:PORT"]),
+        (["-b", "nonsense"], {}, ["Error: -b 'nonsense' must be HOST:PORT"]),
+        (["--port", "70000"], {}, ["Error: --port '127.0.0.1:70000' must be HOST:PORT"]),
+        (["--header", "no-colon-here"], {}, ["Error: --header must be", "no-colon-here"]),
+        (["--umask", "999"], {}, ["Error: --umask", "'999'"]),
+        (
+            ["--access-logfile", "/nonexistent/access.log"],
+            {},
+            ["Error: cannot open log file '/nonexistent/access.log': No such file or directory"],
+        ),
         (
             ["--config", "/nonexistent/trioserve.toml"],
             {},
@@ -277,12 +322,12 @@ def test_badly_typed_flag_or_variable_is_a_usage_error(
         (
             ["--forwarded-allow-ips", "127.0.0.1,10.0.0.1/8"],
             {},
-            ["forwarded_allow_ips: '10.0.0.1/8' is not a network"],
+            ["Error: --forwarded-allow-ips: '10.0.0.1/8' is not a network"],
         ),
         (
             [],
             {"TRIOSERVE_FORWARDED_ALLOW_IPS": "localhost"},
-            ["forwarded_allow_ips: 'localhost' is not an IP address"],
+            ["Error: TRIOSERVE_FORWARDED_ALLOW_IPS: 'localhost' is not an IP address"],
         ),
         # uvicorn's variable is the default when the key is not set at all.
         ([], {"FORWARDED_ALLOW_IPS": "proxy.internal"}, ["FORWARDED_ALLOW_IPS: 'proxy.internal'"]),
@@ -612,7 +657,7 @@ async def test_precedence_flag_over_environment_over_file_over_default(tmp_path:
         str(config),
         "--header",
         "x-from:cli",
-        env={"TRIOSERVE_HEADERS": "x-from:env", "TRIOSERVE_ROOT_PATH": "/env"},
+        env={"TRIOSERVE_HEADER": "x-from:env", "TRIOSERVE_ROOT_PATH": "/env"},
     )
     try:
         url = await command.wait_serving()

@@ -1,0 +1,195 @@
+"""The command line's own rules: which environment variable sets each flag, and how
+a usage error reads.
+
+Every option of ``trioserve`` is read from one variable, ``TRIOSERVE_`` and the
+long flag name upper-cased with ``-`` as ``_`` (``--keep-alive-timeout`` is
+``TRIOSERVE_KEEP_ALIVE_TIMEOUT``). A ``TRIOSERVE_*`` variable that names no flag is
+an error, as a misspelt key in a config file is: a setting the user asked for is
+never dropped silently. trioserve itself sets no such variable; worker and reload
+processes get their settings through a pipe.
+
+A usage error is one ``Error:`` line, exit 2, and names what the user wrote: the
+flag as typed (an alias of uvicorn or Hypercorn included) or the environment
+variable the value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+__all__ = [
+    "ENV_LINE",
+    "ENV_PREFIX",
+    "UsageLine",
+    "check_environment",
+    "describe_usage_error",
+    "envvar_for",
+    "name_sources",
+    "split_flag",
+]
+
+ENV_PREFIX = "TRIOSERVE_"
+
+#: The line ``--help`` gives the variables.
+ENV_LINE = (
+    "Every flag is also read from TRIOSERVE_ and its long name, upper-cased with '-' "
+    "as '_' (TRIOSERVE_LOG_LEVEL=debug); an unknown TRIOSERVE_* variable is an error."
+)
+_SEE_HELP = "; see 'trioserve --help'"
+
+
+class UsageLine(click.ClickException):
+    """A usage error shown as one ``Error:`` line, exit 2."""
+
+    exit_code = 2
+
+
+def envvar_for(declarations: Sequence[str]) -> str:
+    """The variable of the option declared by ``declarations``: ``TRIOSERVE_`` and
+    its first long flag name (``--proxy-headers/--no-proxy-headers`` gives
+    ``TRIOSERVE_PROXY_HEADERS``)."""
+    long = next(d for d in declarations if d.startswith("--")).split("/")[0]
+    return ENV_PREFIX + long[2:].upper().replace("-", "_")
+
+
+def check_environment(known: Iterable[str], environ: Mapping[str, str]) -> None:
+    """Raise :class:`UsageLine` for the first ``TRIOSERVE_*`` variable in ``environ``
+    that is not one of ``known``, with the nearest known name as a hint."""
+    known = sorted(known)
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageLine(f"unknown environment variable {name}{hint}{_SEE_HELP}")
+
+
+def split_flag(token: str) -> tuple[str, str | None]:
+    """``--name=value`` and ``-kvalue`` into the option and its inline value."""
+    if token.startswith("--"):
+        name, equals, value = token.partition("=")
+        return name, value if equals else None
+    if token.startswith("-") and len(token) > 2:
+        return token[:2], token[2:]
+    return token, None
+
+
+def _given(
+    param: click.Parameter, args: Sequence[str], typed: Sequence[str | None]
+) -> list[tuple[str, str | None]]:
+    """Each time ``param`` appears in the parsed ``args``: the flag as the user typed
+    it and its value (``None`` for a switch), in order."""
+    names = {*param.opts, *param.secondary_opts}
+    takes_value = isinstance(param, click.Option) and not param.is_flag and not param.count
+    found: list[tuple[str, str | None]] = []
+    index = 0
+    while index < len(args):
+        name, value = split_flag(args[index])
+        shown = typed[index] if index < len(typed) else None
+        index += 1
+        if args[index - 1] == "--":
+            break
+        if name not in names:
+            continue
+        if takes_value and value is None and index < len(args):
+            value = args[index]
+            index += 1
+        found.append((shown or name, value))
+    return found
+
+
+def name_sources(
+    ctx: click.Context, args: Sequence[str], typed: Sequence[str | None]
+) -> dict[str, str]:
+    """``{parameter name: what set it}`` for each parameter the user set: the flag as
+    typed (the last one, which wins) or the environment variable."""
+    sources: dict[str, str] = {}
+    for param in ctx.command.get_params(ctx):
+        if not param.name or not param.expose_value:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is ParameterSource.COMMANDLINE:
+            given = _given(param, args, typed)
+            if given:
+                sources[param.name] = given[-1][0]
+        elif source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+            sources[param.name] = param.envvar
+    return sources
+
+
+def _expected(param_type: click.ParamType[Any]) -> str | None:
+    if isinstance(param_type, click.types.BoolParamType):
+        return "a boolean (1/0, true/false, yes/no)"
+    if isinstance(param_type, click.types.FloatParamType):
+        return "a number"
+    if isinstance(param_type, click.types.IntParamType):
+        return "an integer"
+    if isinstance(param_type, click.Choice):
+        return "one of " + ", ".join(map(str, param_type.choices))
+    return None
+
+
+def _sentence(message: str) -> str:
+    """click's message as a clause: lower-case start, no final full stop."""
+    message = message.strip().rstrip(".")
+    return message[:1].lower() + message[1:]
+
+
+def _bad_value(
+    ctx: click.Context,
+    exc: click.BadParameter,
+    args: Sequence[str],
+    typed: Sequence[str | None],
+) -> str:
+    param = exc.param
+    assert param is not None
+    assert param.name is not None
+    source = ctx.get_parameter_source(param.name)
+    name: str | None = None
+    raw: str | None = None
+    if source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+        name, raw = param.envvar, os.environ.get(param.envvar)
+    elif source is ParameterSource.COMMANDLINE:
+        given = _given(param, args, typed)
+        for shown, value in given:
+            try:
+                param.type.convert(value, param, ctx)
+            except click.BadParameter:
+                name, raw = shown, value
+                break
+    if name is None:
+        return _sentence(exc.format_message())
+    expected = _expected(param.type)
+    if expected is not None:
+        return f"{name} must be {expected}, got {raw!r}"
+    return f"{name} {raw!r}: {_sentence(exc.message)}"
+
+
+def describe_usage_error(
+    ctx: click.Context,
+    exc: click.UsageError,
+    args: Sequence[str],
+    typed: Sequence[str | None],
+    known_flags: Iterable[str],
+) -> str:
+    """The one line for ``exc``, raised while parsing the translated ``args``
+    (``typed`` beside them); ``known_flags`` are the names an unknown flag is
+    matched against for the hint."""
+    if isinstance(exc, click.NoSuchOption):
+        hint = ""
+        if exc.option_name.startswith("--"):
+            close = difflib.get_close_matches(exc.option_name, sorted(known_flags), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"no such option {exc.option_name!r}{hint}{_SEE_HELP}"
+    if isinstance(exc, click.MissingParameter):
+        if isinstance(exc.param, click.Argument):
+            return f"missing the application, APP ('module:attribute'){_SEE_HELP}"
+        return _sentence(exc.format_message()) + _SEE_HELP
+    if isinstance(exc, click.BadParameter) and exc.param is not None:
+        return _bad_value(ctx, exc, args, typed)
+    return _sentence(exc.format_message()) + _SEE_HELP
