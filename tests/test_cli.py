@@ -4,8 +4,8 @@ Parsing and messages go through click's ``CliRunner`` (``--help`` grouped and
 listing every required flag, ``--version``, usage errors, configuration errors
 from flags, ``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys
 warned about, and every way an app fails to load): each error path asserts the
-exit code (2 usage/config, 3 app load), the one ``Error:`` line and that no
-traceback is printed.
+exit code (2 usage/config, 3 app load), the one ``Error:`` line, naming the flag
+or variable the bad value came from, and that no traceback is printed.
 
 Serving, signals and exit codes run the real command in a subprocess
 (``python -m trioserve``, port 0, the address read from the ``Serving on`` log
@@ -225,7 +225,7 @@ def test_version() -> None:
 
 
 def test_missing_app_is_one_line_pointing_at_help() -> None:
-    line = assert_usage_error(invoke(), "missing the application, APP")
+    line = assert_usage_error(invoke(), "no application: give APP")
     assert line.endswith("; see 'trioserve --help'")
 
 

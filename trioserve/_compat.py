@@ -599,8 +599,8 @@ def compatibility_markdown() -> str:
         "  line naming the flag, the server it comes from and the reason (exit 2),",
         "  rather than run without a setting that was asked for.",
         "",
-        'An unknown flag gets a "Did you mean" hint drawn from trioserve\'s flags and',
-        "these.",
+        'An unknown flag gets a "did you mean" hint drawn from trioserve\'s flags and',
+        "these, and a bad value is reported under the flag as it was typed.",
     ]
     for server in (UVICORN, HYPERCORN):
         lines += ["", f"## {server}", "", f"| {server} flag | trioserve |", "| --- | --- |"]
@@ -611,7 +611,9 @@ def compatibility_markdown() -> str:
     lines += [
         "",
         "Environment variables of the other servers (`UVICORN_*`) are not read;",
-        "trioserve's are `TRIOSERVE_<KEY>` ([configuration](configuration.md)).",
+        "trioserve's are `TRIOSERVE_` and the long flag name, so `UVICORN_PORT` becomes",
+        "`TRIOSERVE_PORT` and `UVICORN_TIMEOUT_KEEP_ALIVE` becomes",
+        "`TRIOSERVE_KEEP_ALIVE_TIMEOUT` ([command line](cli.md#environment-variables)).",
         "",
     ]
     return "\n".join(lines)

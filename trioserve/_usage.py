@@ -64,8 +64,10 @@ def check_environment(known: Iterable[str], environ: Mapping[str, str]) -> None:
     known = sorted(known)
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            # Compared without the prefix, which every name shares.
+            suffixes = [variable[len(ENV_PREFIX) :] for variable in known]
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
             raise UsageLine(f"unknown environment variable {name}{hint}{_SEE_HELP}")
 
 
@@ -188,7 +190,7 @@ def describe_usage_error(
         return f"no such option {exc.option_name!r}{hint}{_SEE_HELP}"
     if isinstance(exc, click.MissingParameter):
         if isinstance(exc.param, click.Argument):
-            return f"missing the application, APP ('module:attribute'){_SEE_HELP}"
+            return f"no application: give APP ('module:attribute') or TRIOSERVE_APP{_SEE_HELP}"
         return _sentence(exc.format_message()) + _SEE_HELP
     if isinstance(exc, click.BadParameter) and exc.param is not None:
         return _bad_value(ctx, exc, args, typed)
