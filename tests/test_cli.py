@@ -1,11 +1,12 @@
 """The ``trioserve`` command, driven as a user drives it.
 
 Parsing and messages go through click's ``CliRunner`` (``--help`` grouped and
-listing every required flag, ``--version``, usage errors, configuration errors
-from flags, ``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys
-warned about, and every way an app fails to load): each error path asserts the
-exit code (2 usage/config, 3 app load), the one ``Error:`` line, naming the flag
-or variable the bad value came from, and that no traceback is printed.
+listing every required flag, ``--version``, configuration errors from flags,
+``TRIOSERVE_*`` variables and ``--config`` files, Hypercorn-only keys warned
+about, and every way an app fails to load): each error path asserts the exit
+code (2 config, 3 app load), the one ``Error:`` line, naming the flag or variable
+the bad value came from, and that no traceback is printed. Usage errors are in
+``test_cli_env.py``.
 
 Serving, signals and exit codes run the real command in a subprocess
 (``python -m trioserve``, port 0, the address read from the ``Serving on`` log
@@ -142,19 +143,6 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
     return line
 
 
-def assert_usage_error(result: Result, *fragments: str) -> str:
-    """Usage errors: exit 2 and stderr is one ``Error:`` line containing
-    ``fragments`` (no usage block, no "Try" line); nothing on stdout."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    [line] = result.stderr.splitlines()
-    assert line.startswith("Error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
-
-
 # -- help and version -----------------------------------------------------------------
 
 
@@ -219,74 +207,6 @@ def test_version() -> None:
     assert result.exit_code == 0
     assert result.stdout == f"trioserve {version('trioserve')}\n"
     assert trioserve.__version__ == version("trioserve")
-
-
-# -- usage errors (click) ---------------------------------------------------------------
-
-
-def test_missing_app_is_one_line_pointing_at_help() -> None:
-    line = assert_usage_error(invoke(), "no application: give APP")
-    assert line.endswith("; see 'trioserve --help'")
-
-
-def test_unknown_flag_is_one_line_with_the_nearest_flag() -> None:
-    """--worker-type is no flag of trioserve, uvicorn or Hypercorn."""
-    line = assert_usage_error(invoke(UNSERVED_APP, "--worker-type", "trio"))
-    assert line == (
-        "Error: no such option '--worker-type' (did you mean '--workers'?); see 'trioserve --help'"
-    )
-
-
-@pytest.mark.parametrize(
-    ("args", "line"),
-    [
-        (["--port"], "option '--port' requires an argument; see 'trioserve --help'"),
-        (["extra"], "got unexpected extra argument (extra); see 'trioserve --help'"),
-        (["--factory=yes"], "option '--factory' does not take a value; see 'trioserve --help'"),
-    ],
-)
-def test_malformed_command_line_is_one_line(args: list[str], line: str) -> None:
-    assert assert_usage_error(invoke(UNSERVED_APP, *args)) == f"Error: {line}"
-
-
-@pytest.mark.parametrize(
-    ("args", "env", "line"),
-    [
-        (["--keep-alive-timeout", "soon"], {}, "--keep-alive-timeout must be a number, got 'soon'"),
-        (
-            [],
-            {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "soon"},
-            "TRIOSERVE_KEEP_ALIVE_TIMEOUT must be a number, got 'soon'",
-        ),
-        (
-            ["--lifespan", "sometimes"],
-            {},
-            "--lifespan must be one of auto, on, off, got 'sometimes'",
-        ),
-        (
-            [],
-            {"TRIOSERVE_CANCEL_ON_DISCONNECT": "maybe"},
-            "TRIOSERVE_CANCEL_ON_DISCONNECT must be one of safe, always, never, got 'maybe'",
-        ),
-        (["--port", "eighty"], {}, "--port must be an integer, got 'eighty'"),
-        (["-w", "four"], {}, "-w must be an integer, got 'four'"),
-        (["-wfour"], {}, "-w must be an integer, got 'four'"),
-        (
-            [],
-            {"TRIOSERVE_PROXY_HEADERS": "sometimes"},
-            "TRIOSERVE_PROXY_HEADERS must be a boolean (1/0, true/false, yes/no), got 'sometimes'",
-        ),
-        (
-            ["--reload-dir", __file__],
-            {},
-            f"--reload-dir {__file__!r}: directory {__file__!r} is a file",
-        ),
-    ],
-)
-def test_badly_typed_flag_or_variable_is_one_line_naming_it(
-    args: list[str], env: dict[str, str], line: str
-) -> None:
-    assert assert_usage_error(invoke(UNSERVED_APP, *args, env=env), line) == f"Error: {line}"
 
 
 # -- configuration errors: exit 2, one line ----------------------------------------------

@@ -8,6 +8,10 @@ a bad value names the variable; an unknown ``TRIOSERVE_*`` variable (the old
 key-named spelling too) is one line with the nearest name, exit 2, while
 ``--help`` still works.
 
+Usage errors (``CliRunner`` on the command itself): an unknown flag, a missing
+or extra argument and a badly typed value are each one ``Error:`` line, exit 2,
+naming the flag as typed or the variable, with the nearest flag for a typo.
+
 Access log: on by default, on stdout, when run as a command; ``--no-access-log``
 and ``TRIOSERVE_ACCESS_LOG=0`` turn it off, also when the config file sets
 ``accesslog``; the file's ``accesslog`` beats the default and a flag beats the
@@ -28,13 +32,44 @@ import httpx
 import pytest
 import trio
 from _pipes import PipeReader
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from trioserve._cli import cli
 
 APPS_DIR = Path(__file__).parent / "fixtures" / "apps"
 SERVING = r"Serving on (http://127\.0\.0\.1:\d+)"
 ACCESS_LINE = r'"GET /logged HTTP/1.1" 200'
+
+
+#: The CliRunner tests expect the command to stop before serving; should it not,
+#: it stops at loading this app, which does not exist (exit 3).
+UNSERVED_APP = "fx_not_loaded:app"
+
+
+@pytest.fixture(autouse=True)
+def no_outer_trioserve_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CliRunner tests run in this process: its own TRIOSERVE_* variables, if
+    any, must not count."""
+    for name in list(os.environ):
+        if name.startswith("TRIOSERVE_"):
+            monkeypatch.delenv(name)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env or {}, prog_name="trioserve")
+
+
+def assert_usage_error(result: Result, *fragments: str) -> str:
+    """Usage errors: exit 2 and stderr is one ``Error:`` line containing
+    ``fragments`` (no usage block, no "Try" line); nothing on stdout."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
 
 
 def clean_environment(env: dict[str, str]) -> dict[str, str]:
@@ -232,6 +267,69 @@ def test_missing_app_names_the_variable_too() -> None:
         "Error: no application: give APP ('module:attribute') or TRIOSERVE_APP; "
         "see 'trioserve --help'",
     )
+
+
+# -- usage errors in the command (CliRunner) -----------------------------------------------
+
+
+def test_unknown_flag_is_one_line_with_the_nearest_flag() -> None:
+    """--worker-type is no flag of trioserve, uvicorn or Hypercorn."""
+    line = assert_usage_error(invoke(UNSERVED_APP, "--worker-type", "trio"))
+    assert line == (
+        "Error: no such option '--worker-type' (did you mean '--workers'?); see 'trioserve --help'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--port"], "option '--port' requires an argument; see 'trioserve --help'"),
+        (["extra"], "got unexpected extra argument (extra); see 'trioserve --help'"),
+        (["--factory=yes"], "option '--factory' does not take a value; see 'trioserve --help'"),
+    ],
+)
+def test_malformed_command_line_is_one_line(args: list[str], line: str) -> None:
+    assert assert_usage_error(invoke(UNSERVED_APP, *args)) == f"Error: {line}"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (["--keep-alive-timeout", "soon"], {}, "--keep-alive-timeout must be a number, got 'soon'"),
+        (
+            [],
+            {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "soon"},
+            "TRIOSERVE_KEEP_ALIVE_TIMEOUT must be a number, got 'soon'",
+        ),
+        (
+            ["--lifespan", "sometimes"],
+            {},
+            "--lifespan must be one of auto, on, off, got 'sometimes'",
+        ),
+        (
+            [],
+            {"TRIOSERVE_CANCEL_ON_DISCONNECT": "maybe"},
+            "TRIOSERVE_CANCEL_ON_DISCONNECT must be one of safe, always, never, got 'maybe'",
+        ),
+        (["--port", "eighty"], {}, "--port must be an integer, got 'eighty'"),
+        (["-w", "four"], {}, "-w must be an integer, got 'four'"),
+        (["-wfour"], {}, "-w must be an integer, got 'four'"),
+        (
+            [],
+            {"TRIOSERVE_PROXY_HEADERS": "sometimes"},
+            "TRIOSERVE_PROXY_HEADERS must be a boolean (1/0, true/false, yes/no), got 'sometimes'",
+        ),
+        (
+            ["--reload-dir", __file__],
+            {},
+            f"--reload-dir {__file__!r}: directory {__file__!r} is a file",
+        ),
+    ],
+)
+def test_badly_typed_flag_or_variable_is_one_line_naming_it(
+    args: list[str], env: dict[str, str], line: str
+) -> None:
+    assert assert_usage_error(invoke(UNSERVED_APP, *args, env=env), line) == f"Error: {line}"
 
 
 # -- the access log ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ._compat import HELP_LINE, SOURCES, CompatCommand
 from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
-from ._usage import ENV_LINE, envvar_for
+from ._usage import ENV_LINE, access_log_target, as_given, envvar_for
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup
@@ -379,57 +379,13 @@ def _build_config(
         web_concurrency = _web_concurrency()
         if web_concurrency is not None:
             overrides["workers"] = web_concurrency
-    overrides["accesslog"] = _access_log_target(
+    overrides["accesslog"] = access_log_target(
         config.accesslog, keys.get("accesslog"), access_log, sources
     )
     try:
         return config.replace(**overrides)
     except ConfigError as exc:
-        raise ConfigError(_named(str(exc), overrides, sources)) from None
-
-
-def _named(message: str, overrides: dict[str, Any], sources: dict[str, str]) -> str:
-    """A key's error as the user set it: ``keep_alive_timeout must be ...`` becomes
-    ``--timeout-keep-alive must be ...`` or ``TRIOSERVE_KEEP_ALIVE_TIMEOUT must be
-    ...``. The binds may come from ``--host``/``--port``, ``--uds`` or ``--fd``."""
-    for key in overrides:
-        if message.startswith((f"{key} ", f"{key}:")):
-            names = [key] if key != "bind" else ["bind", "host", "port", "uds", "fd"]
-            given = [sources[name] for name in names if name in sources]
-            return "/".join(given) + message[len(key) :] if given else message
-    return message
-
-
-#: How strongly each place sets the access log: the higher wins.
-_RANK = {"flag": 2, "variable": 1, "file": 0}
-
-
-def _access_log_target(
-    from_file: str | None, path: str | None, switch: bool | None, sources: dict[str, str]
-) -> str | None:
-    """Where the command writes the access log, ``None`` for nowhere.
-
-    ``--access-log``/``--no-access-log`` (``switch``) and ``--access-logfile``
-    (``path``) each come from a flag or a variable, and the config file's
-    ``accesslog`` (``from_file``) counts when set; an empty path means off, as in
-    Hypercorn. The strongest of them (flag > variable > file) says whether the log
-    is on, the switch before a path of the same place; then it goes to the strongest
-    path given, else stdout. With none of them, the log is on, as in uvicorn.
-    """
-
-    def rank(name: str) -> int:
-        return _RANK["variable" if sources.get(name, "").startswith("TRIOSERVE_") else "flag"]
-
-    said: list[tuple[int, int, bool]] = []
-    if switch is not None:
-        said.append((rank("access_log"), 1, switch))
-    if path is not None:
-        said.append((rank("accesslog"), 0, path != ""))
-    if from_file is not None:
-        said.append((_RANK["file"], 0, from_file != ""))
-    if said and not max(said)[2]:
-        return None
-    return path or from_file or "-"
+        raise ConfigError(as_given(str(exc), overrides, sources)) from None
 
 
 def _web_concurrency() -> int | None:

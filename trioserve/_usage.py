@@ -11,6 +11,10 @@ processes get their settings through a pipe.
 A usage error is one ``Error:`` line, exit 2, and names what the user wrote: the
 flag as typed (an alias of uvicorn or Hypercorn included) or the environment
 variable the value came from.
+
+The access log is the one setting whose command-line default differs from
+:class:`~trioserve.Config`'s: :func:`access_log_target` decides it from the
+switch, the path and the config file.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ __all__ = [
     "ENV_LINE",
     "ENV_PREFIX",
     "UsageLine",
+    "access_log_target",
+    "as_given",
     "check_environment",
     "describe_usage_error",
     "envvar_for",
@@ -195,3 +201,49 @@ def describe_usage_error(
     if isinstance(exc, click.BadParameter) and exc.param is not None:
         return _bad_value(ctx, exc, args, typed)
     return _sentence(exc.format_message()) + _SEE_HELP
+
+
+def as_given(message: str, keys: Iterable[str], sources: Mapping[str, str]) -> str:
+    """A configuration error about one of ``keys`` as the user set it:
+    ``keep_alive_timeout must be ...`` becomes ``--timeout-keep-alive must be ...``
+    or ``TRIOSERVE_KEEP_ALIVE_TIMEOUT must be ...`` (``sources`` as from
+    :func:`name_sources`). The binds may come from ``--host``/``--port``, ``--uds``
+    or ``--fd``."""
+    for key in keys:
+        if message.startswith((f"{key} ", f"{key}:")):
+            names = [key] if key != "bind" else ["bind", "host", "port", "uds", "fd"]
+            given = [sources[name] for name in names if name in sources]
+            return "/".join(given) + message[len(key) :] if given else message
+    return message
+
+
+#: How strongly each place sets the access log: the higher wins.
+_RANK = {"flag": 2, "variable": 1, "file": 0}
+
+
+def access_log_target(
+    from_file: str | None, path: str | None, switch: bool | None, sources: Mapping[str, str]
+) -> str | None:
+    """Where the command writes the access log, ``None`` for nowhere.
+
+    ``--access-log``/``--no-access-log`` (``switch``) and ``--access-logfile``
+    (``path``) each come from a flag or a variable, and the config file's
+    ``accesslog`` (``from_file``) counts when set; an empty path means off, as in
+    Hypercorn. The strongest of them (flag > variable > file) says whether the log
+    is on, the switch before a path of the same place; then it goes to the strongest
+    path given, else stdout. With none of them, the log is on, as in uvicorn.
+    """
+
+    def rank(name: str) -> int:
+        return _RANK["variable" if sources.get(name, "").startswith(ENV_PREFIX) else "flag"]
+
+    said: list[tuple[int, int, bool]] = []
+    if switch is not None:
+        said.append((rank("access_log"), 1, switch))
+    if path is not None:
+        said.append((rank("accesslog"), 0, path != ""))
+    if from_file is not None:
+        said.append((_RANK["file"], 0, from_file != ""))
+    if said and not max(said)[2]:
+        return None
+    return path or from_file or "-"
