@@ -1,12 +1,15 @@
 """``trioserve APP``: the command line.
 
 Flags are made from one table, one per :class:`Config` key, and each flag's
-parameter *is* the key's name. That gives the environment variables for free
-(click's ``auto_envvar_prefix``: ``--keep-alive-timeout`` reads
-``TRIOSERVE_KEEP_ALIVE_TIMEOUT``), and the help text comes from the key's own doc.
+parameter *is* the key's name; the help text comes from the key's own doc. Each
+option is read from one environment variable, ``TRIOSERVE_`` and its long flag
+name (``--keep-alive-timeout`` reads ``TRIOSERVE_KEEP_ALIVE_TIMEOUT``, see
+``_usage.py``).
 
 Precedence: flag > environment > ``--config`` file > defaults. Every flag defaults
-to ``None`` (unset), so only what the user gave overrides the file.
+to ``None`` (unset), so only what the user gave overrides the file. The access log
+is the one default of the command that differs from :class:`Config`'s: it is on,
+on stdout, unless a flag, a variable or the file says otherwise.
 
 Exit codes: 0 after a clean shutdown; 2 for a usage or configuration error; 3 when
 the app cannot be loaded, lifespan startup fails, or a bind fails. Each error is one
@@ -26,10 +29,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from ._compat import HELP_LINE, CompatCommand
+from ._compat import HELP_LINE, SOURCES, CompatCommand
 from ._config import Config
 from ._config_sources import load_config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
+from ._usage import ENV_LINE, access_log_target, as_given, envvar_for
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup
@@ -49,6 +53,18 @@ _DOCS = {
     field.name: " ".join(field.metadata["doc"].replace("``", "").split())
     for field in dataclasses.fields(Config)
 }
+
+
+class _HeaderLines(click.types.StringParamType):
+    """``NAME:VALUE`` strings; in ``TRIOSERVE_HEADER``, one a line, since a header
+    value may hold spaces and commas but never a line break."""
+
+    name = "text"
+    envvar_list_splitter = "\n"
+
+    def split_envvar_value(self, rv: str) -> Sequence[str]:
+        return [line.strip() for line in rv.splitlines() if line.strip()]
+
 
 # (group, flag declarations, Config key, click type, extra option settings)
 _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
@@ -143,7 +159,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
         "Application",
         ("--header",),
         "headers",
-        str,
+        _HeaderLines(),
         {"multiple": True, "metavar": "NAME:VALUE"},
     ),
     (
@@ -161,7 +177,17 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
         click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
         {},
     ),
-    ("Logging", ("--access-logfile",), "accesslog", str, {"metavar": "PATH|-"}),
+    (
+        "Logging",
+        ("--access-logfile",),
+        "accesslog",
+        str,
+        {
+            "metavar": "PATH|-",
+            "help": "Where the access log goes: a file path, or - for stdout (the "
+            "default); an empty value turns it off.",
+        },
+    ),
     ("Logging", ("--error-logfile",), "errorlog", str, {"metavar": "PATH|-"}),
     ("Logging", ("--access-logformat",), "access_log_format", str, {"metavar": "FORMAT"}),
     ("Logging", ("--log-config",), "logconfig", str, {"metavar": "PATH"}),
@@ -208,6 +234,7 @@ _GROUPS.update(
     {
         "factory": "Application",
         "app_dir": "Application",
+        "access_log": "Logging",
         "host": "Binding",
         "port": "Binding",
         "uds": "Binding",
@@ -237,8 +264,7 @@ class _GroupedCommand(CompatCommand):
             record = param.get_help_record(ctx)
             if record is not None:
                 # --help and --version are actions, not settings: no variable.
-                name = param.name if param.expose_value else None
-                variable = f"TRIOSERVE_{name.upper()}" if name else ""
+                variable = param.envvar if isinstance(param.envvar, str) else ""
                 rows[_GROUPS.get(param.name or "", "Other")].append((*record, variable))
         return {group: group_rows for group, group_rows in rows.items() if group_rows}
 
@@ -260,6 +286,45 @@ def cli_markdown() -> str:
         "(flag > environment > `--config` file > default). uvicorn's and Hypercorn's",
         "flags are accepted too, under their own names: see",
         "[compatibility](compatibility.md).",
+        "",
+        "A mistake on the command line or in a variable stops the command with one line",
+        "on stderr, `Error: ...`, and exit status 2. The line names what was written: the",
+        "flag as typed (`--timeout-keep-alive`, not the `--keep-alive-timeout` it stands",
+        "for) or the variable the value came from. An unknown flag gets the nearest real",
+        "one as a hint, uvicorn's and Hypercorn's included.",
+        "",
+        "## Environment variables",
+        "",
+        "Each flag is read from one variable: `TRIOSERVE_` and the long flag name,",
+        "upper-cased, with `-` as `_` (`--log-level` is `TRIOSERVE_LOG_LEVEL`,",
+        "`--keep-alive-timeout` is `TRIOSERVE_KEEP_ALIVE_TIMEOUT`, `--config` is",
+        "`TRIOSERVE_CONFIG`); `TRIOSERVE_APP` gives `APP`. A switch such as",
+        "`--proxy-headers/--no-proxy-headers` takes `1`/`0`, `true`/`false` or",
+        "`yes`/`no`. A repeated flag takes several values separated by spaces",
+        "(`TRIOSERVE_BIND`), by `:` for directories (`TRIOSERVE_RELOAD_DIR`), and one",
+        "a line for `TRIOSERVE_HEADER`, whose values may hold spaces. An empty variable",
+        "counts as unset.",
+        "",
+        "Any other `TRIOSERVE_*` variable (one that is neither `TRIOSERVE_APP` nor in",
+        "the tables below) is an error, like a misspelt key in a config file, with the",
+        "nearest name as a hint (`TRIOSERVE_LOGLEVEL` gets `did you mean",
+        "TRIOSERVE_LOG_LEVEL?`): a setting is never dropped silently. trioserve sets",
+        "no variable of its own (worker and reload processes get their settings through",
+        "a pipe), so there are no exceptions: leave the prefix to trioserve in the",
+        "environment the command runs in.",
+        "`WEB_CONCURRENCY` (the default of `--workers`) and `FORWARDED_ALLOW_IPS` (the",
+        "default of `--forwarded-allow-ips`) are read as uvicorn reads them.",
+        "",
+        "## The access log",
+        "",
+        "The command writes the access log to stdout unless told otherwise, as uvicorn",
+        "does: `--access-logfile PATH` (or the config file's `accesslog`) sends it",
+        "elsewhere, and `--no-access-log` or `TRIOSERVE_ACCESS_LOG=0` turns it off, also",
+        "when the config file sets `accesslog`; an empty `accesslog` turns it off too,",
+        "as in Hypercorn. The strongest place that says something decides (flag >",
+        "variable > file); `-` means stdout in each of them. Embedded,",
+        "`serve(app, Config())` writes no access log unless `Config(accesslog=...)` is",
+        "set: a program that embeds the server owns its logging and chooses.",
     ]
     command = cli
     assert isinstance(command, _GroupedCommand)
@@ -280,28 +345,32 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _build_config(
     config_source: str | None,
-    host: str | None,
-    port: int | None,
-    uds: str | None,
-    fd: int | None,
+    shorthands: dict[str, Any],
+    access_log: bool | None,
     keys: dict[str, Any],
+    sources: dict[str, str],
 ) -> Config:
+    """The file's config with what the user gave on top. ``shorthands`` are
+    ``--host``, ``--port``, ``--uds`` and ``--fd``; ``sources`` name the flag or
+    variable of each parameter the user set, for the error messages."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = load_config(config_source) if config_source else Config()
     for warning in caught:
         click.echo(f"Warning: {warning.message}", err=True)
     overrides = {key: value for key, value in keys.items() if value is not None and value != ()}
+    overrides.pop("accesslog", None)
     binds = list(overrides.pop("bind", ()))
+    host, port = shorthands["host"], shorthands["port"]
     if host is not None or port is not None:
         bind_host = host if host is not None else "127.0.0.1"
         if ":" in bind_host and not bind_host.startswith("["):
             bind_host = f"[{bind_host}]"
         binds.append(f"{bind_host}:{port if port is not None else 8000}")
-    if uds is not None:
-        binds.append(f"unix:{uds}")
-    if fd is not None:
-        binds.append(f"fd://{fd}")
+    if shorthands["uds"] is not None:
+        binds.append(f"unix:{shorthands['uds']}")
+    if shorthands["fd"] is not None:
+        binds.append(f"fd://{shorthands['fd']}")
     if binds:
         overrides["bind"] = binds
     if "umask" in overrides:
@@ -310,7 +379,13 @@ def _build_config(
         web_concurrency = _web_concurrency()
         if web_concurrency is not None:
             overrides["workers"] = web_concurrency
-    return config.replace(**overrides)
+    overrides["accesslog"] = access_log_target(
+        config.accesslog, keys.get("accesslog"), access_log, sources
+    )
+    try:
+        return config.replace(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(as_given(str(exc), overrides, sources)) from None
 
 
 def _web_concurrency() -> int | None:
@@ -369,11 +444,15 @@ def _run_workers(
 
 def _command(function: Any) -> click.Command:
     for _, declarations, key, click_type, extra in reversed(_OPTIONS):
+        envvar = envvar_for(declarations)
         if click_type is bool:
-            function = click.option(*declarations, key, default=None, help=_DOCS[key])(function)
-        else:
             function = click.option(
-                *declarations, key, type=click_type, default=None, help=_DOCS[key], **extra
+                *declarations, key, default=None, help=_DOCS[key], envvar=envvar
+            )(function)
+        else:
+            settings = {"help": _DOCS[key], **extra}
+            function = click.option(
+                *declarations, key, type=click_type, default=None, envvar=envvar, **settings
             )(function)
     return function  # type: ignore[no-any-return]
 
@@ -381,14 +460,15 @@ def _command(function: Any) -> click.Command:
 @click.command(
     cls=_GroupedCommand,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=HELP_LINE,
+    epilog=f"{ENV_LINE}\n\n{HELP_LINE}",
 )
-@click.argument("app")
+@click.argument("app", envvar="TRIOSERVE_APP")
 @click.option(
     "--config",
     "-c",
     "config_source",
     metavar="SOURCE",
+    envvar="TRIOSERVE_CONFIG",
     help="Configuration: a TOML file, 'python:module.attr' or 'file:path/to/config.py' "
     "(Hypercorn's formats and key names). Flags and TRIOSERVE_* variables override it.",
 )
@@ -396,18 +476,43 @@ def _command(function: Any) -> click.Command:
     "--factory",
     is_flag=True,
     default=False,
+    envvar="TRIOSERVE_FACTORY",
     help="APP names a factory: call it with no arguments to get the app.",
 )
 @click.option(
     "--app-dir",
     default=".",
     show_default=True,
+    envvar="TRIOSERVE_APP_DIR",
     help="Directory put first on sys.path before APP is imported.",
 )
-@click.option("--host", help="Shorthand (as in uvicorn): bind HOST:PORT. Default 127.0.0.1.")
-@click.option("--port", type=int, help="Shorthand (as in uvicorn): bind HOST:PORT. Default 8000.")
-@click.option("--uds", metavar="PATH", help="Shorthand: bind unix:PATH.")
-@click.option("--fd", type=int, help="Shorthand: bind fd://FD, an inherited listening socket.")
+@click.option(
+    "--host",
+    envvar="TRIOSERVE_HOST",
+    help="Shorthand (as in uvicorn): bind HOST:PORT. Default 127.0.0.1.",
+)
+@click.option(
+    "--port",
+    type=int,
+    envvar="TRIOSERVE_PORT",
+    help="Shorthand (as in uvicorn): bind HOST:PORT. Default 8000.",
+)
+@click.option("--uds", metavar="PATH", envvar="TRIOSERVE_UDS", help="Shorthand: bind unix:PATH.")
+@click.option(
+    "--fd",
+    type=int,
+    envvar="TRIOSERVE_FD",
+    help="Shorthand: bind fd://FD, an inherited listening socket.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    "access_log",
+    default=None,
+    envvar="TRIOSERVE_ACCESS_LOG",
+    help="Write the access log (as uvicorn does): on by default, on stdout unless "
+    "--access-logfile or the config file's accesslog names another place. "
+    "--no-access-log turns it off, also when the config file sets accesslog.",
+)
 @click.version_option(package_name="trioserve", message="trioserve %(version)s")
 @_command
 def cli(
@@ -419,6 +524,7 @@ def cli(
     port: int | None,
     uds: str | None,
     fd: int | None,
+    access_log: bool | None,
     **keys: Any,
 ) -> None:
     """Serve the ASGI application APP ('module:attribute').
@@ -432,18 +538,23 @@ def cli(
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     try:
-        config = _build_config(config_source, host, port, uds, fd, keys)
+        sources: dict[str, str] = click.get_current_context().meta.get(SOURCES, {})
+        shorthands = {"host": host, "port": port, "uds": uds, "fd": fd}
+        config = _build_config(config_source, shorthands, access_log, keys, sources)
         explicit_bind = bool(keys.get("bind")) or config.bind != Config().bind
         config, activated = _socket_activation(config, explicit_bind)
         from ._logging import configure_logging
         from ._systemd import Notifier
 
-        configure_logging(
-            loglevel=config.loglevel,
-            errorlog=config.errorlog,
-            accesslog=config.accesslog,
-            logconfig=config.logconfig,
-        )
+        try:
+            configure_logging(
+                loglevel=config.loglevel,
+                errorlog=config.errorlog,
+                accesslog=config.accesslog,
+                logconfig=config.logconfig,
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot open log file {exc.filename!r}: {exc.strerror}") from None
         notifier = Notifier.from_environ(os.environ, os.getpid())
     except ConfigError as exc:
         _fail(str(exc), 2)
@@ -527,4 +638,4 @@ def run_app(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``trioserve`` command (``python -m trioserve`` too)."""
-    cli.main(args=argv, prog_name="trioserve", auto_envvar_prefix="TRIOSERVE")
+    cli.main(args=argv, prog_name="trioserve")

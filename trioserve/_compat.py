@@ -22,20 +22,29 @@ under the same name;
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
+
+from ._usage import (
+    UsageLine,
+    check_environment,
+    describe_usage_error,
+    name_sources,
+    split_flag,
+)
 
 __all__ = [
     "FLAGS",
     "HELP_LINE",
+    "SOURCES",
     "CompatCommand",
     "CompatFlag",
     "FlagError",
+    "Translation",
     "compatibility_markdown",
     "translate",
 ]
@@ -44,6 +53,9 @@ UVICORN = "uvicorn"
 HYPERCORN = "Hypercorn"
 UVICORN_VERSION = "0.55"
 HYPERCORN_VERSION = "0.18"
+
+#: ``ctx.meta`` key: ``{parameter name: the flag as typed, or the variable}``.
+SOURCES = "trioserve.sources"
 
 #: The one line ``--help`` gives the aliases.
 HELP_LINE = (
@@ -175,9 +187,9 @@ def _log_level(given: str | None) -> list[str]:
 
 
 def _access_log(given: str | None) -> list[str]:
-    # uvicorn's `--access-log` is a switch; Hypercorn's deprecated `--access-log PATH`
-    # takes a value, which can be told apart only when it is written `=PATH`.
-    return ["--access-logfile", "-" if given is None else given]
+    # uvicorn's `--access-log` is a switch (trioserve's own); Hypercorn's deprecated
+    # `--access-log PATH` takes a value, told apart only when written `=PATH`.
+    return ["--access-log"] if given is None else ["--access-logfile", given]
 
 
 _ENV_FILE = "--env-file"
@@ -274,22 +286,11 @@ FLAGS: tuple[CompatFlag, ...] = (
         True,
         _log_level,
     ),
-    CompatFlag(
+    _same(
         UVICORN,
-        "--access-log",
-        "alias of `--access-logfile -` (the access log on stdout)",
-        ("--access-log",),
-        False,
-        _access_log,
-    ),
-    CompatFlag(
-        UVICORN,
-        "--no-access-log",
-        "accepted, no effect: the access log is off unless `--access-logfile` (or a "
-        "config file) turns it on",
-        ("--no-access-log",),
-        False,
-        lambda given: [],
+        "--access-log/--no-access-log",
+        "on by default, on stdout, as in uvicorn; `--no-access-log` also turns off an "
+        "access log that a config file sets",
     ),
     _refused(
         UVICORN,
@@ -352,6 +353,9 @@ FLAGS: tuple[CompatFlag, ...] = (
         "--access-log",
         "deprecated in Hypercorn: written `--access-log=PATH`, an alias of "
         "`--access-logfile PATH` (without `=`, it is uvicorn's switch)",
+        ("--access-log",),
+        False,
+        _access_log,
     ),
     _same(HYPERCORN, "--access-logfile"),
     _same(HYPERCORN, "--access-logformat"),
@@ -460,17 +464,32 @@ def _option_names(command: click.Command, ctx: click.Context) -> tuple[set[str],
     return every, valued
 
 
-def translate(args: Sequence[str], valued: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+class Translation(NamedTuple):
+    """What :func:`translate` makes of a command line.
+
+    ``args`` are trioserve's arguments; ``typed`` runs beside them and names, for
+    each option token, the flag the user typed (``--timeout-keep-alive`` for the
+    ``--keep-alive-timeout`` it became), so that an error can name it; ``env_files``
+    are the paths given to ``--env-file``.
+    """
+
+    args: list[str]
+    typed: list[str | None]
+    env_files: list[str]
+
+
+def translate(args: Sequence[str], valued: Iterable[str] = ()) -> Translation:
     """Rewrite uvicorn's and Hypercorn's flags in ``args`` into trioserve's.
 
     ``valued`` are the trioserve option strings that take a value, so that a value
-    is never mistaken for a flag. Returns the rewritten arguments and the paths
-    given to ``--env-file``, which the caller loads once the arguments are known to
-    be valid. Raises :class:`FlagError` for a flag or value trioserve cannot honour,
-    and :class:`click.BadOptionUsage` for an alias given without its value.
+    is never mistaken for a flag. The caller loads the ``env_files`` once the
+    arguments are known to be valid. Raises :class:`FlagError` for a flag or value
+    trioserve cannot honour, and :class:`click.BadOptionUsage` for an alias given
+    without its value.
     """
     valued = set(valued)
     out: list[str] = []
+    typed: list[str | None] = []
     env_files: list[str] = []
     tokens = list(args)
     index = 0
@@ -480,12 +499,14 @@ def translate(args: Sequence[str], valued: Iterable[str] = ()) -> tuple[list[str
         if token == "--":
             out.extend(tokens[index - 1 :])
             break
-        name, value = _split(token)
+        name, value = split_flag(token)
         flag = _BY_NAME.get(name)
         if flag is None:
             out.append(token)
+            typed.append(name if token.startswith("-") else None)
             if name in valued and value is None and index < len(tokens):
                 out.append(tokens[index])  # the trioserve option's own value
+                typed.append(None)
                 index += 1
             continue
         if flag.takes_value and value is None:
@@ -496,18 +517,11 @@ def translate(args: Sequence[str], valued: Iterable[str] = ()) -> tuple[list[str
         if flag.names == (_ENV_FILE,):
             env_files.append(value or "")
         elif flag.rewrite is not None:
-            out.extend(flag.rewrite(value))
-    return out, env_files
-
-
-def _split(token: str) -> tuple[str, str | None]:
-    """``--name=value`` and ``-kvalue`` into the option and its inline value."""
-    if token.startswith("--"):
-        name, equals, value = token.partition("=")
-        return name, value if equals else None
-    if token.startswith("-") and len(token) > 2:
-        return token[:2], token[2:]
-    return token, None
+            rewritten = flag.rewrite(value)
+            out.extend(rewritten)
+            typed.extend(name if part.startswith("-") else None for part in rewritten)
+    typed.extend([None] * (len(out) - len(typed)))
+    return Translation(out, typed, env_files)
 
 
 def load_env_files(paths: Iterable[str]) -> None:
@@ -529,22 +543,32 @@ def load_env_files(paths: Iterable[str]) -> None:
 
 
 class CompatCommand(click.Command):
-    """A click command that reads uvicorn's and Hypercorn's flags as its own: they
-    are rewritten before parsing, and an unknown flag is matched against them too
-    for the "Did you mean" hint."""
+    """A click command that reads uvicorn's and Hypercorn's flags as its own (they
+    are rewritten before parsing), reads each option from its ``TRIOSERVE_*``
+    variable only, and reports every usage error in one line naming what the user
+    wrote (``_usage.py``).
+
+    After parsing, ``ctx.meta[SOURCES]`` maps each parameter the user set to the
+    flag as typed or the variable it came from.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         every, valued = _option_names(self, ctx)
-        args, env_files = translate(args, valued)
+        translation = Translation(list(args), [None] * len(args), [])
         try:
-            rest = super().parse_args(ctx, args)
-        except click.NoSuchOption as exc:
-            if exc.option_name.startswith("--"):
-                known = sorted(every | {name for name in _BY_NAME if name.startswith("--")})
-                hints = difflib.get_close_matches(exc.option_name, known)
-                raise click.NoSuchOption(exc.option_name, possibilities=hints, ctx=ctx) from None
-            raise
-        load_env_files(env_files)
+            translation = translate(args, valued)
+            # A copy: click consumes the list it parses.
+            rest = super().parse_args(ctx, list(translation.args))
+        except click.UsageError as exc:
+            known = every | {name for name in _BY_NAME if name.startswith("--")}
+            message = describe_usage_error(ctx, exc, translation.args, translation.typed, known)
+            raise UsageLine(message) from None
+        ctx.meta[SOURCES] = name_sources(ctx, translation.args, translation.typed)
+        known_variables = {
+            param.envvar for param in self.get_params(ctx) if isinstance(param.envvar, str)
+        }
+        check_environment(known_variables, os.environ)
+        load_env_files(translation.env_files)
         return rest
 
 
@@ -575,8 +599,8 @@ def compatibility_markdown() -> str:
         "  line naming the flag, the server it comes from and the reason (exit 2),",
         "  rather than run without a setting that was asked for.",
         "",
-        'An unknown flag gets a "Did you mean" hint drawn from trioserve\'s flags and',
-        "these.",
+        'An unknown flag gets a "did you mean" hint drawn from trioserve\'s flags and',
+        "these, and a bad value is reported under the flag as it was typed.",
     ]
     for server in (UVICORN, HYPERCORN):
         lines += ["", f"## {server}", "", f"| {server} flag | trioserve |", "| --- | --- |"]
@@ -587,7 +611,9 @@ def compatibility_markdown() -> str:
     lines += [
         "",
         "Environment variables of the other servers (`UVICORN_*`) are not read;",
-        "trioserve's are `TRIOSERVE_<KEY>` ([configuration](configuration.md)).",
+        "trioserve's are `TRIOSERVE_` and the long flag name, so `UVICORN_PORT` becomes",
+        "`TRIOSERVE_PORT` and `UVICORN_TIMEOUT_KEEP_ALIVE` becomes",
+        "`TRIOSERVE_KEEP_ALIVE_TIMEOUT` ([command line](cli.md#environment-variables)).",
         "",
     ]
     return "\n".join(lines)

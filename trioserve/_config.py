@@ -490,7 +490,9 @@ class _TLSAndLoggingKeys(_DeploymentKeys):
     )
     accesslog: str | None = _key(
         None,
-        "Where the access log goes: a file path, ``-`` for stdout, ``None`` for off.",
+        "Where the access log goes: a file path, ``-`` for stdout, ``None`` or ``''`` "
+        "for off. Off by default under ``serve()``; the ``trioserve`` command's default "
+        "is ``-`` (see its ``--access-log/--no-access-log``).",
         _optional_str,
         hypercorn=True,
     )
