@@ -125,8 +125,8 @@ class RequestCycle:
       disconnected: the client has gone, or the request body could not be read
           whole: ``receive()`` returns ``http.disconnect``.
       cancelled_by_disconnect: the hang-up cancelled ``app_scope``.
-      completed: once :meth:`run` returned, whether the app sent a whole, valid
-          response.
+      completed: once :meth:`run` returned, whether a whole, validly framed
+          response went out (even if the app failed afterwards).
     """
 
     __slots__ = (
@@ -217,7 +217,11 @@ class RequestCycle:
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         if self._state is ResponseState.DONE:
-            self.completed = not self._failed
+            # The whole response is on the wire, framed as announced: whatever the
+            # app did afterwards (raised, returned a value, sent one message too
+            # many) is logged and cannot confuse the client, so the connection stays
+            # open. Starlette's error middleware sends a whole 500 and re-raises.
+            self.completed = True
             return
         if channel.broken or channel.peer_closed or (self.disconnected and not self._body_error):
             return
