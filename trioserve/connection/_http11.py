@@ -90,11 +90,13 @@ class HTTP11Channel:
     connection.
 
     Attributes:
-      closing: the connection ends after the current response (shutdown, a body
-          that could not be read).
+      closing: the next response head announces ``connection: close`` (a
+          shutdown began, or :meth:`request_close`).
+      ending: the connection ends after the current response, whatever its head
+          announced (a request body that could not be read, an upgrade).
     """
 
-    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "_unsent", "closing")
+    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "_unsent", "closing", "ending")
 
     def __init__(self, transport: Transport, proto: HTTP11Protocol, server: ServerState) -> None:
         self._transport = transport
@@ -103,6 +105,7 @@ class HTTP11Channel:
         self._eof_fed = False
         self._unsent = b""  # framed body bytes whose write was cancelled before it began
         self.closing = server.shutting_down
+        self.ending = False
 
     # -- reading -------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class HTTP11Channel:
 
     def request_close(self) -> None:
         """End the connection after this response."""
-        self.closing = True
+        self.closing = self.ending = True
 
     async def send_response(self, head: ResponseHead | None, body: bytes, *, end: bool) -> None:
         """Write a piece of the response, with the head first if given."""
@@ -502,7 +505,10 @@ class HTTP11Connection:
         proto = self._proto
         if not (cycle.completed and proto.keep_alive):
             return False
-        if self._channel.closing or self._transport.peer_closed:
+        # A shutdown that began after this response's head went out (announcing
+        # keep-alive) does not end the connection here: the idle wait gives a
+        # request already on its way its answer, with `connection: close`.
+        if self._channel.ending or self._transport.peer_closed:
             return False
         if not proto.request_complete and not await self._drain_body():
             return False
