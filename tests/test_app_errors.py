@@ -41,7 +41,6 @@ from _helpers import (
     start,
     text_app,
 )
-
 from fastapi import FastAPI, Request
 
 from trioserve import LocalProtocolError
