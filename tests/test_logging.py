@@ -422,12 +422,13 @@ async def test_server_made_500_logs_the_bytes_it_sent(access_log: pytest.LogCapt
 
 
 async def test_access_log_off_writes_no_record(access_log: pytest.LogCaptureFixture) -> None:
-    """accesslog=None (the default): no record at all, even though the logger is
-    enabled for INFO and a handler listens."""
-    async with open_test_client(response_app(body=b"quiet")) as client:
+    """accesslog=None: no record at all, even though the logger is enabled for
+    INFO and a handler listens."""
+    async with open_test_client(response_app(body=b"quiet"), Config(accesslog=None)) as client:
         assert (await client.get("/")).status == 200
         assert (await client.get("/other")).status == 200
-    assert Config().accesslog is None
+        # A refused request writes nothing either.
+        assert (await client.raw(b"\x00garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
     assert access_lines(access_log) == []
 
 

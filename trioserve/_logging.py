@@ -132,15 +132,15 @@ class AccessLogAtoms(dict[str, str]):
         bytes_sent: int,
         request_time: float,
     ) -> None:
-        # Never empty: logging takes a lone non-empty mapping as the format's
-        # mapping.
-        super().__init__(l="-", u="-")
+        # (dict.__new__ made the mapping; there is nothing to pass to __init__.)
         self._scope = scope
         self._status = status
         self._response_fields = response_headers
         self._response_headers: dict[bytes, bytes] | None = None
         self._bytes = bytes_sent
         self._time = request_time
+        # Never empty: logging takes a lone non-empty mapping as the format's.
+        self["l"] = "-"
 
     def __missing__(self, key: str) -> str:
         atom = _ATOMS.get(key)
