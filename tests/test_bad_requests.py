@@ -3,7 +3,10 @@ or listed content-lengths, a bare CR, a leading fold, a bad name) get a 400 and 
 close, and never reach the app; an obs-fold continuation line never becomes a header
 of its own; an unknown transfer coding gets a 501. (The rules trioserve adds on top
 of h11 are in ``test_policy.py``, request heads that are too large in
-``test_limits.py``.)
+``test_limits.py``.) Every answer after which the server closes the connection
+says ``connection: close``: each refusal (400, 408, 413, 414, 431, 501, 503, 505),
+a response to a request whose body waits for an unsent ``100 Continue``, and a 2xx
+to ``CONNECT``.
 
 The tests send raw bytes over in-memory streams and check the exact bytes that come
 back (see ``_helpers.py``).

@@ -3,7 +3,9 @@ response; chunked encoding when the app declares no content-length (also for an
 empty body); a close-delimited body for an HTTP/1.0 client; the app's
 ``content-length`` enforced, so that too many or too few bytes are logged and end
 the connection instead of corrupting the stream; HEAD responses that carry the GET
-headers and no body.
+headers and no body; a shutdown that begins after a keep-alive head went out lets
+the client's next request be answered (with ``connection: close``) instead of
+crossing it.
 
 The tests send raw bytes over in-memory streams and check the exact bytes that come
 back (see ``_helpers.py``).
