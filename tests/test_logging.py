@@ -1,6 +1,7 @@
 """The access log and the error log: what the real server writes for real requests.
 
-Covers: the default access line is the common log format; each Hypercorn atom of
+Covers: the default access line is shaped like uvicorn's, and the common log
+format is one setting away; each Hypercorn atom of
 ``ALL_ATOMS`` gives the right value (request line, status, bytes sent, referer, user
 agent, durations, method, path, query, protocol, request and response headers,
 environment variables, the peer address over a real socket); the line is written
@@ -49,11 +50,14 @@ ALL_ATOMS = [
     "t",
     "r",
     "s",
+    "st",
     "b",
+    "B",
     "f",
     "a",
     "T",
     "D",
+    "M",
     "L",
     "m",
     "U",
@@ -209,7 +213,8 @@ async def test_every_atom_gives_its_value(
     assert re.fullmatch(CLF_TIME, atoms["t"])
     assert atoms["r"] == "GET /items/42?sort=asc&page=2 HTTP/1.1"
     assert atoms["s"] == "201"
-    assert atoms["b"] == str(len(body))
+    assert atoms["st"] == "Created"
+    assert atoms["b"] == atoms["B"] == str(len(body))
     assert atoms["f"] == "https://ref.example/page"
     assert atoms["a"] == "test-agent/1.0"
     assert atoms["m"] == "GET"
@@ -228,6 +233,7 @@ async def test_every_atom_gives_its_value(
     seconds = float(atoms["L"])
     assert int(atoms["T"]) == int(seconds)
     assert abs(int(atoms["D"]) - seconds * 1_000_000) <= 1
+    assert abs(int(atoms["M"]) - int(atoms["D"]) // 1000) <= 1
     assert 20_000 <= int(atoms["D"]) < 5_000_000
 
 
