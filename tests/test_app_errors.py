@@ -1,13 +1,16 @@
 """What happens when the app gets the response wrong: an exception before the
 response starts gives a 500 (logged with its traceback), once the body has started
-the connection is closed instead; an app that returns without a complete response
-gives a 500 or a closed connection, never a hang; a return value other than ``None``
-is logged; an invalid message or message sequence makes ``send()`` raise
-``LocalProtocolError`` (a ``RuntimeError``) and aborts the response, even when the
-app catches the error.
+the connection is closed instead; an exception (or a return value, or one message
+too many) after a complete response is logged and the connection carries the next
+request, because the framing on the wire is intact (what Starlette's error
+middleware relies on: it sends a whole 500 and re-raises); an app that returns
+without a complete response gives a 500 or a closed connection, never a hang; an
+invalid message or message sequence makes ``send()`` raise ``LocalProtocolError``
+(a ``RuntimeError``) and aborts the response, even when the app catches the error.
 
 The tests send raw bytes over in-memory streams and check the exact bytes that come
-back (see ``_helpers.py``).
+back (see ``_helpers.py``); the keep-alive after an error is also checked over a
+real loopback socket and with FastAPI and a pooled httpx client.
 """
 
 from __future__ import annotations
@@ -16,26 +19,33 @@ import logging
 from typing import Any
 
 import h11
+import httpx
 import pytest
+import trio
 from _helpers import (
     ERROR_LOGGER,
     GET,
+    GET_CLOSE,
     NODATE,
+    Parsed,
     Receive,
     Scope,
     Send,
     body,
     error_log_records,
     http_only,
+    parse_all,
     parse_one,
     parse_single,
     raw_closed_at_once,
     start,
     text_app,
 )
+from fastapi import FastAPI, Request
 
 from trioserve import LocalProtocolError
-from trioserve.testing import open_test_client
+from trioserve.connection._http11 import DRAIN_LIMIT
+from trioserve.testing import open_test_client, open_test_server
 
 
 class Boom(Exception):
@@ -108,6 +118,151 @@ async def test_app_exception_after_body_started_closes_without_500(
     assert record.exc_info[0] is Boom
 
 
+async def test_app_exception_after_complete_response_is_logged_and_connection_kept(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What Starlette's error middleware does: a whole 500, then the exception
+    re-raised. The framing on the wire is intact, so the connection carries the
+    next request; the traceback is logged once per request."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(500, [(b"content-length", b"4")]))
+        await send(body(b"oops"))
+        raise Boom("after the response")
+
+    async with open_test_client(app, NODATE) as client:
+        data = await raw_closed_at_once(client, GET + GET_CLOSE)
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(500, b"oops"), (500, b"oops")]
+    assert responses[0].header(b"connection") is None
+    assert responses[1].header(b"connection") == b"close"
+    assert rest == b""
+    records = error_log_records(caplog)
+    assert [r.getMessage() for r in records] == ["Exception in ASGI application"] * 2
+    assert all(r.exc_info is not None and r.exc_info[0] is Boom for r in records)
+
+
+async def test_app_exception_after_chunked_response_keeps_connection(autojump_clock: Any) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200))
+        await send(body(b"part", more=True))
+        await send(body(b""))
+        raise Boom
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, GET + GET_CLOSE)
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(200, b"part"), (200, b"part")]
+    assert rest == b""
+
+
+async def read_socket_response(stream: trio.SocketStream, buf: bytes) -> tuple[Parsed, bytes]:
+    """One response off a socket, and the bytes after it."""
+    while True:
+        parsed, rest = parse_one(buf, eof=False)
+        if parsed is not None:
+            return parsed, rest
+        data = await stream.receive_some()
+        assert data, "the server closed the connection"
+        buf += data
+
+
+async def test_app_exception_after_complete_response_keeps_socket_open() -> None:
+    """Two requests, one after the other, on one real loopback connection."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(500, [(b"content-length", b"4")]))
+        await send(body(b"oops"))
+        raise Boom
+
+    async with open_test_server(app) as server:
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                buf = b""
+                for _ in range(2):
+                    await stream.send_all(GET)
+                    response, buf = await read_socket_response(stream, buf)
+                    assert (response.status, response.body) == (500, b"oops")
+                    assert response.header(b"connection") is None
+
+
+async def test_fastapi_route_error_keeps_the_pooled_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A FastAPI route that raises: Starlette sends a whole 500 and re-raises. The
+    pooled httpx connection serves the next request (the same client port)."""
+    caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
+    api = FastAPI()
+
+    @api.get("/boom")
+    async def boom() -> None:
+        raise Boom("route failed")
+
+    @api.get("/peer")
+    async def peer(request: Request) -> dict[str, int]:
+        assert request.client is not None
+        return {"port": request.client.port}
+
+    async with (
+        open_test_server(api) as server,
+        httpx.AsyncClient(base_url=server.url, trust_env=False) as client,
+    ):
+        with trio.fail_after(10):
+            before = (await client.get("/peer")).json()
+            failed = await client.get("/boom")
+            after = (await client.get("/peer")).json()
+    assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+    assert "close" not in failed.headers.get("connection", "")
+    assert before == after
+    (record,) = error_log_records(caplog)
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Boom
+
+
+UNREAD = b"POST / HTTP/1.1\r\nHost: example\r\nContent-Length: %d\r\n\r\n"
+
+
+async def test_app_exception_after_response_drains_small_unread_body(
+    autojump_clock: Any,
+) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"2")]))
+        await send(body(b"ok"))
+        raise Boom
+
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, UNREAD % 10 + b"0123456789" + GET_CLOSE)
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(200, b"ok"), (200, b"ok")]
+    assert rest == b""
+
+
+async def test_app_exception_after_response_closes_on_large_unread_body(
+    autojump_clock: Any,
+) -> None:
+    """More unread body than the drain limit: the connection closes after the
+    (complete) response, as it does when the app does not raise."""
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200, [(b"content-length", b"2")]))
+        await send(body(b"ok"))
+        raise Boom
+
+    size = DRAIN_LIMIT * 2
+    async with open_test_client(app) as client:
+        data = await raw_closed_at_once(client, UNREAD % size + b"x" * size + GET)
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(200, b"ok")]
+    assert rest == b""
+
+
 # -- returning without a complete response -------------------------------------------------
 
 
@@ -162,7 +317,7 @@ async def test_app_returning_mid_body_closes_connection(
     assert error_log_records(caplog)
 
 
-async def test_app_return_value_is_logged_and_connection_closed(
+async def test_app_return_value_after_complete_response_is_logged_and_connection_kept(
     autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
@@ -175,12 +330,15 @@ async def test_app_return_value_is_logged_and_connection_closed(
         return "surprise"
 
     async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + GET)
-    response = parse_single(data)
-    assert (response.status, response.body) == (200, b"hello")
-    assert calls == ["/"]
-    (record,) = error_log_records(caplog)
-    assert "surprise" in record.getMessage()
+        data = await raw_closed_at_once(client, GET + GET_CLOSE)
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(200, b"hello"), (200, b"hello")]
+    assert responses[0].header(b"connection") is None
+    assert rest == b""
+    assert calls == ["/", "/"]
+    records = error_log_records(caplog)
+    assert len(records) == 2
+    assert "surprise" in records[0].getMessage()
 
 
 # -- invalid messages ----------------------------------------------------------------------
@@ -227,9 +385,11 @@ async def test_invalid_message_sequence_raises_local_protocol_error_and_aborts(
     assert error_log_records(caplog)
 
 
-async def test_message_after_response_complete_raises_and_closes(
+async def test_message_after_response_complete_raises_and_keeps_connection(
     autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The complete response stands and its framing is intact: ``send()`` raises,
+    nothing of the extra message reaches the wire, and the next request is served."""
     caplog.set_level(logging.DEBUG, logger=ERROR_LOGGER)
     raised: list[BaseException] = []
 
@@ -243,16 +403,15 @@ async def test_message_after_response_complete_raises_and_closes(
             raise
 
     async with open_test_client(app) as client:
-        data = await raw_closed_at_once(client, GET + GET)
-    (exc,) = raised
-    assert isinstance(exc, LocalProtocolError)
-    assert "already complete" in str(exc)
-    # The complete first response stands, nothing follows it, the pipelined
-    # second request is not served.
-    response = parse_single(data)
-    assert (response.status, response.body) == (200, b"hello")
+        data = await raw_closed_at_once(client, GET + GET_CLOSE)
+    assert len(raised) == 2
+    assert isinstance(raised[0], LocalProtocolError)
+    assert "already complete" in str(raised[0])
+    responses, rest = parse_all(data)
+    assert [(r.status, r.body) for r in responses] == [(200, b"hello"), (200, b"hello")]
     assert b"more" not in data
-    assert error_log_records(caplog)
+    assert rest == b""
+    assert len(error_log_records(caplog)) == 2
 
 
 ABORTED = {

@@ -1,6 +1,7 @@
 """The access log and the error log: what the real server writes for real requests.
 
-Covers: the default access line is the common log format; each Hypercorn atom of
+Covers: the default access line is shaped like uvicorn's, and the common log
+format is one setting away; each Hypercorn atom of
 ``ALL_ATOMS`` gives the right value (request line, status, bytes sent, referer, user
 agent, durations, method, path, query, protocol, request and response headers,
 environment variables, the peer address over a real socket); the line is written
@@ -28,10 +29,18 @@ import pytest
 import trio
 
 from trioserve import Config, ConfigError
-from trioserve._logging import AccessLogAtoms, configure_logging
+from trioserve._logging import (
+    COMMON_LOG_FORMAT,
+    DEFAULT_ACCESS_LOG_FORMAT,
+    AccessLogAtoms,
+    configure_logging,
+)
 from trioserve.testing import open_test_client, open_test_server
 
 ACCESS = "trioserve.access"
+#: The access log on, in the common log format (whose last atoms are the status
+#: and the bytes sent).
+CLF = Config(accesslog="-", access_log_format=COMMON_LOG_FORMAT)
 ERROR = "trioserve.error"
 CLF_TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
 ALL_ATOMS = [
@@ -41,11 +50,14 @@ ALL_ATOMS = [
     "t",
     "r",
     "s",
+    "st",
     "b",
+    "B",
     "f",
     "a",
     "T",
     "D",
+    "M",
     "L",
     "m",
     "U",
@@ -125,16 +137,19 @@ def parse_atoms(line: str) -> dict[str, str]:
 # -- format ---------------------------------------------------------------------------
 
 
-async def test_default_format_is_the_common_log_format(
+async def test_default_format_is_shaped_like_uvicorns(
     access_log: pytest.LogCaptureFixture,
 ) -> None:
-    async with open_test_client(response_app(body=b"hello world"), Config(accesslog="-")) as client:
+    async with open_test_client(response_app(body=b"hello world"), CLF) as client:
         response = await client.get("/greet?name=ada")
     assert response.body == b"hello world"
     [line] = access_lines(access_log)
-    # host ident authuser [date] "request line" status bytes; the in-memory client
-    # has no address, hence "-".
     assert re.fullmatch(rf'- - - {CLF_TIME} "GET /greet\?name=ada HTTP/1\.1" 200 11', line), line
+    async with open_test_client(response_app(body=b"hello"), Config(accesslog="-")) as client:
+        await client.get("/greet?name=ada")
+    # The in-memory client has no address, hence "-".
+    assert access_lines(access_log)[1] == '- - "GET /greet?name=ada HTTP/1.1" 200 OK'
+    assert Config().access_log_format == DEFAULT_ACCESS_LOG_FORMAT
 
 
 async def test_request_line_shows_the_root_path_once(
@@ -198,7 +213,8 @@ async def test_every_atom_gives_its_value(
     assert re.fullmatch(CLF_TIME, atoms["t"])
     assert atoms["r"] == "GET /items/42?sort=asc&page=2 HTTP/1.1"
     assert atoms["s"] == "201"
-    assert atoms["b"] == str(len(body))
+    assert atoms["st"] == "Created"
+    assert atoms["b"] == atoms["B"] == str(len(body))
     assert atoms["f"] == "https://ref.example/page"
     assert atoms["a"] == "test-agent/1.0"
     assert atoms["m"] == "GET"
@@ -217,6 +233,7 @@ async def test_every_atom_gives_its_value(
     seconds = float(atoms["L"])
     assert int(atoms["T"]) == int(seconds)
     assert abs(int(atoms["D"]) - seconds * 1_000_000) <= 1
+    assert abs(int(atoms["M"]) - int(atoms["D"]) // 1000) <= 1
     assert 20_000 <= int(atoms["D"]) < 5_000_000
 
 
@@ -235,7 +252,7 @@ async def test_bytes_sent_is_the_body_length_of_a_streamed_response(
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async with open_test_client(app, Config(accesslog="-")) as client:
+    async with open_test_client(app, CLF) as client:
         response = await client.get("/stream")
     assert response.header("transfer-encoding") == "chunked"
     assert len(response.body) == 35
@@ -244,7 +261,7 @@ async def test_bytes_sent_is_the_body_length_of_a_streamed_response(
 
 
 async def test_empty_body_logs_dash_for_bytes(access_log: pytest.LogCaptureFixture) -> None:
-    async with open_test_client(response_app(status=204), Config(accesslog="-")) as client:
+    async with open_test_client(response_app(status=204), CLF) as client:
         response = await client.get("/empty")
     assert response.status == 204
     [line] = access_lines(access_log)
@@ -271,7 +288,7 @@ async def test_line_is_written_when_the_response_completes(
 
     with trio.fail_after(5):
         async with (
-            open_test_client(app, Config(accesslog="-")) as client,
+            open_test_client(app, CLF) as client,
             trio.open_nursery() as nursery,
         ):
             responses = []
@@ -301,7 +318,7 @@ async def test_crlf_and_ansi_escape_in_path_are_escaped(
     target = "/a" + quote(forged, safe="/:[]+")
     assert "%0D%0A" in target
     assert "%1B" in target
-    async with open_test_client(response_app(body=b"ok"), Config(accesslog="-")) as client:
+    async with open_test_client(response_app(body=b"ok"), CLF) as client:
         raw = await client.raw(
             f"GET {target} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".encode()
         )
@@ -371,7 +388,7 @@ async def test_client_hang_up_before_the_response_logs_499(
         await trio.sleep_forever()
 
     with trio.fail_after(5):
-        async with open_test_client(app, Config(accesslog="-")) as client:
+        async with open_test_client(app, CLF) as client:
             conn = await client.connect()
             await conn.send_all(b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\n")
             await in_app.wait()
@@ -386,7 +403,7 @@ async def test_app_error_logs_500(access_log: pytest.LogCaptureFixture) -> None:
         if scope["type"] == "http":
             raise RuntimeError("bug in the app")
 
-    async with open_test_client(app, Config(accesslog="-")) as client:
+    async with open_test_client(app, CLF) as client:
         response = await client.get("/boom")
     assert response.status == 500
     [line] = access_lines(access_log)
@@ -402,7 +419,7 @@ async def test_server_made_500_logs_the_bytes_it_sent(access_log: pytest.LogCapt
         if scope["type"] == "http":
             raise RuntimeError("bug in the app")
 
-    async with open_test_client(app, Config(accesslog="-")) as client:
+    async with open_test_client(app, CLF) as client:
         response = await client.get("/boom")
     assert response.status == 500
     assert response.body
@@ -411,12 +428,13 @@ async def test_server_made_500_logs_the_bytes_it_sent(access_log: pytest.LogCapt
 
 
 async def test_access_log_off_writes_no_record(access_log: pytest.LogCaptureFixture) -> None:
-    """accesslog=None (the default): no record at all, even though the logger is
-    enabled for INFO and a handler listens."""
-    async with open_test_client(response_app(body=b"quiet")) as client:
+    """accesslog=None: no record at all, even though the logger is enabled for
+    INFO and a handler listens."""
+    async with open_test_client(response_app(body=b"quiet"), Config(accesslog=None)) as client:
         assert (await client.get("/")).status == 200
         assert (await client.get("/other")).status == 200
-    assert Config().accesslog is None
+        # A refused request writes nothing either.
+        assert (await client.raw(b"\x00garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
     assert access_lines(access_log) == []
 
 
@@ -430,7 +448,7 @@ async def serve_one_failing_request() -> None:
         if scope["type"] == "http":
             raise RuntimeError("boom")
 
-    async with open_test_client(app, Config(accesslog="-")) as client:
+    async with open_test_client(app, CLF) as client:
         assert (await client.get("/fail")).status == 500
 
 
@@ -444,6 +462,37 @@ async def test_configure_logging_writes_error_and_access_logs_to_files(tmp_path:
     assert "RuntimeError: boom" in errors  # with its traceback
     [access_line] = access_file.read_text().splitlines()
     assert re.fullmatch(rf'- - - {CLF_TIME} "GET /fail HTTP/1\.1" 500 \S+', access_line)
+
+
+async def test_the_command_lines_handler_and_a_log_record_get_the_same_line(
+    tmp_path: Path,
+) -> None:
+    """The access log handler the command line sets up is written to directly while
+    nothing else could see a record (the cheap path); once a filter is added, the
+    line goes through a real record, whose ``args`` are the atoms, and reads the
+    same."""
+    access_file = tmp_path / "access.log"
+    configure_logging(accesslog=str(access_file))
+    config = Config(accesslog="-", access_log_format='%(h)s "%(r)s" %(s)s %(st)s %(b)s')
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    async with open_test_client(response_app(body=b"hi"), config) as client:
+        assert (await client.get("/a?b=1")).status == 200
+        logging.getLogger(ACCESS).addFilter(keep)
+        try:
+            assert (await client.get("/a?b=1")).status == 200
+        finally:
+            logging.getLogger(ACCESS).removeFilter(keep)
+    direct, recorded = access_file.read_text().splitlines()
+    assert direct == recorded == '- "GET /a?b=1 HTTP/1.1" 200 OK 2'
+    [record] = seen
+    assert record.getMessage() == recorded
+    assert isinstance(record.args, dict)
+    assert (record.args["s"], record.args["U"]) == ("200", "/a")
 
 
 async def test_configure_logging_none_silences_both_logs(

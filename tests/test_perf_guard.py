@@ -13,6 +13,10 @@ If a change lowers the count, lower the expected number with it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,6 +26,7 @@ from _h11count import counting_h11
 
 from trioserve import Config
 from trioserve._listeners import CONNECTION_TASK_NAME
+from trioserve._logging import configure_logging
 from trioserve.connection._http11 import READER_TASK_NAME
 from trioserve.connection._websocket import KEEPER_TASK_NAME
 from trioserve.testing import TestConnection, open_test_client, open_test_server
@@ -75,8 +80,8 @@ async def steps_per_request(method: str, body: bytes) -> float:
         return await count_steps(await client.connect(), method, body)
 
 
-async def socket_steps_per_request(method: str, body: bytes) -> float:
-    async with open_test_server(hello, Config(lifespan="off")) as server:
+async def socket_steps_per_request(method: str, body: bytes, **changes: Any) -> float:
+    async with open_test_server(hello, Config(lifespan="off", **changes)) as server:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         return await count_steps(TestConnection(stream), method, body)
 
@@ -118,6 +123,60 @@ async def test_keep_alive_get_on_a_socket_costs_two_server_task_steps() -> None:
 
 async def test_keep_alive_post_on_a_socket_costs_the_same_steps_as_a_get() -> None:
     assert await socket_steps_per_request("POST", b"x" * 1000) == SOCKET_STEPS_PER_REQUEST
+
+
+async def test_the_access_log_costs_no_server_task_step(tmp_path: Path) -> None:
+    """The access line is written inline, with no checkpoint, task or wait."""
+    with own_access_log(tmp_path / "access.log"):
+        steps = await socket_steps_per_request("GET", b"", accesslog="-")
+    assert steps == SOCKET_STEPS_PER_REQUEST
+
+
+@contextlib.contextmanager
+def own_access_log(path: Path) -> Iterator[None]:
+    """The access log set up as the command line sets it up, to a file; the
+    logger's previous state is put back afterwards."""
+    logger = logging.getLogger("trioserve.access")
+    error = logging.getLogger("trioserve.error")
+    saved = [(log, list(log.handlers), log.level, log.propagate) for log in (logger, error)]
+    configure_logging(loglevel="WARNING", accesslog=str(path))
+    try:
+        yield
+    finally:
+        for log, handlers, level, propagate in saved:
+            for handler in log.handlers:
+                if handler not in handlers:
+                    handler.close()
+            log.handlers[:] = handlers
+            log.setLevel(level)
+            log.propagate = propagate
+
+
+async def test_the_command_lines_access_log_makes_no_log_record(tmp_path: Path) -> None:
+    """With the handler the command line sets up as its only handler, an access
+    line is written without a LogRecord (the record, its filters and formatter
+    are most of what logging a request costs)."""
+    made = 0
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        nonlocal made
+        made += 1
+        return factory(*args, **kwargs)
+
+    with own_access_log(tmp_path / "access.log"):
+        async with open_test_server(hello, Config(lifespan="off", accesslog="-")) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            conn = TestConnection(stream)
+            logging.setLogRecordFactory(counting)
+            try:
+                for _ in range(REQUESTS):
+                    assert (await conn.request("GET", "/")).status == 200
+            finally:
+                logging.setLogRecordFactory(factory)
+            await conn.aclose()
+    assert made == 0
+    assert len((tmp_path / "access.log").read_text().splitlines()) == REQUESTS
 
 
 # Plain requests are parsed by the protocol's fast path; h11 is for the rest. Going

@@ -223,7 +223,7 @@ async def test_access_log_shows_the_forwarded_client(caplog: pytest.LogCaptureFi
     caplog.set_level(logging.INFO, logger=ACCESS)
     await seen({"X-Forwarded-For": "192.0.2.77"}, accesslog="-")
     [line] = [r.getMessage() for r in caplog.records if r.name == ACCESS]
-    assert line.startswith("192.0.2.77:0 - - [")
+    assert line.startswith('192.0.2.77:0 - "GET ')
 
 
 async def get_over_unix(path: Path, headers: dict[str, str]) -> dict[str, Any]:

@@ -3,7 +3,9 @@ response; chunked encoding when the app declares no content-length (also for an
 empty body); a close-delimited body for an HTTP/1.0 client; the app's
 ``content-length`` enforced, so that too many or too few bytes are logged and end
 the connection instead of corrupting the stream; HEAD responses that carry the GET
-headers and no body.
+headers and no body; a shutdown that begins after a keep-alive head went out lets
+the client's next request be answered (with ``connection: close``) instead of
+crossing it.
 
 The tests send raw bytes over in-memory streams and check the exact bytes that come
 back (see ``_helpers.py``).
@@ -12,10 +14,12 @@ back (see ``_helpers.py``).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import h11
 import pytest
+import trio
 from _helpers import (
     ERROR_LOGGER,
     GET,
@@ -37,7 +41,8 @@ from _helpers import (
     text_app,
 )
 
-from trioserve import LocalProtocolError
+import trioserve
+from trioserve import Config, LocalProtocolError
 from trioserve.testing import open_test_client
 
 # -- a simple response ---------------------------------------------------------------------
@@ -145,6 +150,8 @@ async def test_http10_request_with_content_length_response(autojump_clock: Any) 
     assert response.body == b"hello"
     assert response.header(b"content-length") == b"5"
     assert response.header(b"transfer-encoding") is None
+    # HTTP/1.0 has no persistent connections here: the server closes, and says so.
+    assert response.header(b"connection") == b"close"
 
 
 # -- the app's content-length is enforced --------------------------------------------------
@@ -288,3 +295,57 @@ async def test_head_request_via_test_client() -> None:
     assert response.status == 200
     assert response.header("content-length") == "1000"
     assert response.body == b""
+
+
+# -- graceful shutdown -----------------------------------------------------------------------
+
+
+async def test_response_whose_head_preceded_a_shutdown_lets_the_next_request_be_answered() -> None:
+    """The shutdown begins after a response's head went out announcing keep-alive.
+    Closing right after that response would cross a request the client sends at
+    once, and the client could not tell the close from a failure; the server waits
+    a moment instead, and answers it with ``connection: close``."""
+    release = trio.Event()
+    head_out = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/stream":
+            await send(start(200))
+            await send(body(b"first", more=True))
+            head_out.set()
+            await release.wait()
+            await send(body(b""))
+        else:
+            await text_app()(scope, receive, send)
+
+    trigger = trio.Event()
+    config = Config(bind=["127.0.0.1:0"], keep_alive_timeout=60)
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(trioserve.serve, app, config, shutdown_trigger=trigger.wait)
+        )
+        port = int(urls[0].rsplit(":", 1)[1])
+        with trio.fail_after(10):
+            idle = await trio.open_tcp_stream("127.0.0.1", port)
+            busy = await trio.open_tcp_stream("127.0.0.1", port)
+            await busy.send_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            await head_out.wait()
+            trigger.set()
+            # The idle connection closing shows that the shutdown has begun.
+            assert await idle.receive_some() == b""
+            release.set()
+            buf = b""
+            while (parsed := parse_one(buf, eof=False)[0]) is None:
+                buf += await busy.receive_some()
+            assert (parsed.status, parsed.body) == (200, b"first")
+            assert parsed.header(b"connection") is None
+            await busy.send_all(GET)
+            rest = b""
+            while data := await busy.receive_some():
+                rest += data
+        await idle.aclose()
+        await busy.aclose()
+    response = parse_single(rest)
+    assert (response.status, response.body) == (200, b"hello")
+    assert response.header(b"connection") == b"close"

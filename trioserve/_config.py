@@ -503,8 +503,9 @@ class _TLSAndLoggingKeys(_DeploymentKeys):
         hypercorn=True,
     )
     access_log_format: str = _key(
-        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s',
-        "Access log line format, with Hypercorn's atoms (the default is the common log format).",
+        '%(h)s - "%(r)s" %(s)s %(st)s',
+        "Access log line format, with Hypercorn's atoms (see docs/logging.md); the "
+        "default is shaped like uvicorn's line.",
         _str,
         hypercorn=True,
     )

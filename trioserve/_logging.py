@@ -2,9 +2,9 @@
 
 Both are stdlib loggers, ``trioserve.error`` and ``trioserve.access``, so any
 logging configuration can route them. The access log writes one line per response
-when the response completes, in a format made of Hypercorn's atoms (which extend
-gunicorn's): ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s`` is the default, the
-common log format.
+when the response completes (and one per request the server refused), in a format
+made of Hypercorn's atoms (which extend gunicorn's); the default is shaped like
+uvicorn's line. ``docs/logging.md`` lists the atoms.
 
 Everything a client controls (the request line, headers, the user name) is escaped
 before it reaches a log line: control characters, quotes and backslashes become
@@ -15,13 +15,14 @@ one, or send escape sequences to the terminal of whoever reads the log.
 from __future__ import annotations
 
 import configparser
+import http
 import json
 import logging
 import logging.config
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import ConfigError
@@ -32,6 +33,7 @@ else:  # pragma: no cover - version-dependent import
     import tomli as tomllib
 
 __all__ = [
+    "COMMON_LOG_FORMAT",
     "DEFAULT_ACCESS_LOG_FORMAT",
     "WEBSOCKET_SUFFIX",
     "AccessLogAtoms",
@@ -41,7 +43,11 @@ __all__ = [
     "reopen_log_files",
 ]
 
-DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+#: The default access log line, shaped like uvicorn's: client address, request
+#: line, status and its phrase (``127.0.0.1:50312 - "GET / HTTP/1.1" 200 OK``).
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s - "%(r)s" %(s)s %(st)s'
+#: The common log format (Apache's, gunicorn's default), for log analysers.
+COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 #: Added to the access log format for a websocket session: the close codes the
 #: server and the client sent (``-`` for none), messages/bytes received and sent,
 #: and the session's duration in seconds.
@@ -68,16 +74,55 @@ def escape(value: str | bytes) -> str:
     """``value`` made safe for one log line (bytes are read as Latin-1)."""
     if isinstance(value, bytes):
         value = value.decode("latin-1")
+    # Most values are plain printable ASCII: four checks in C instead of a
+    # translation character by character.
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return value
     return value.translate(_ESCAPES)
 
 
-class AccessLogAtoms(dict[str, str]):
-    """The values a format string can use, by atom name.
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_CLF_TIME = "[%d/%b/%Y:%H:%M:%S %z]"
+# The formatted local time of the current second: every line of a second shares it.
+_clock: list[Any] = [-1, ""]
 
-    ``%({name}i)s``, ``%({name}o)s`` and ``%({name}e)s`` (request header, response
-    header, environment variable) are looked up on demand; an unknown atom or a
-    missing header gives ``-``.
+
+def _log_time() -> str:
+    now = int(time.time())
+    clock = _clock
+    if clock[0] != now:
+        clock[1] = time.strftime(_CLF_TIME, time.localtime(now))
+        clock[0] = now
+    return str(clock[1])
+
+
+def _request_header(scope: Mapping[str, Any], name: bytes) -> str:
+    # ASGI header names are lower-case; a linear scan beats building a dict for
+    # the one or two fields a format asks for.
+    for field, value in scope.get("headers", ()):
+        if field == name:
+            return escape(value)
+    return "-"
+
+
+class AccessLogAtoms(dict[str, str]):
+    """The values a format string can use, by atom name (see ``docs/logging.md``).
+
+    Each atom is worked out when a format first asks for it, and kept: a line pays
+    only for the atoms its format uses. ``%({name}i)s``, ``%({name}o)s`` and
+    ``%({name}e)s`` (request header, response header, environment variable) work
+    the same way; an unknown atom or a missing header gives ``-``.
+
+    Args:
+      scope: the request's ASGI scope; for a request the server refused before
+          its head was parsed, what is known of the connection (no ``method``).
+      status: the status sent, or ``None``.
+      response_headers: the header fields sent.
+      bytes_sent: body bytes sent.
+      request_time: seconds from the start of the request to its end.
     """
+
+    __slots__ = ("_bytes", "_response_fields", "_response_headers", "_scope", "_status", "_time")
 
     def __init__(
         self,
@@ -87,69 +132,160 @@ class AccessLogAtoms(dict[str, str]):
         bytes_sent: int,
         request_time: float,
     ) -> None:
-        super().__init__()
-        self._request_headers = {
-            name.decode("latin-1").lower(): value for name, value in scope.get("headers", ())
-        }
-        self._response_headers = {
-            name.decode("latin-1").lower(): value for name, value in response_headers
-        }
-        client = scope.get("client")
-        method = scope.get("method", "-")
-        # The scope's path already starts with root_path (ASGI: path is the full path).
-        path = scope.get("path", "")
-        query = scope.get("query_string", b"").decode("latin-1")
-        path_query = f"{path}?{query}" if query else path
-        protocol = f"HTTP/{scope.get('http_version', '1.1')}"
-        status_text = "-" if status is None else str(status)
-        self.update(
-            {
-                "h": escape(f"{client[0]}:{client[1]}") if client else "-",
-                "l": "-",
-                "u": "-",
-                "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
-                "r": escape(f"{method} {path_query} {protocol}"),
-                "R": escape(f"{method} {path_query} {protocol}"),
-                "s": status_text,
-                "st": status_text,
-                "S": scope.get("scheme", "-"),
-                "m": escape(method),
-                "U": escape(path),
-                "Uq": escape(path_query),
-                "q": escape(query),
-                "H": protocol,
-                "b": str(bytes_sent) if bytes_sent else "-",
-                "B": str(bytes_sent),
-                "f": self._header(self._request_headers, "referer"),
-                "a": self._header(self._request_headers, "user-agent"),
-                "T": str(int(request_time)),
-                "D": str(int(request_time * 1_000_000)),
-                "L": f"{request_time:.6f}",
-                "p": f"<{os.getpid()}>",
-            }
-        )
-
-    @staticmethod
-    def _header(headers: Mapping[str, bytes], name: str) -> str:
-        value = headers.get(name)
-        return "-" if value is None else escape(value)
+        # (dict.__new__ made the mapping; there is nothing to pass to __init__.)
+        self._scope = scope
+        self._status = status
+        self._response_fields = response_headers
+        self._response_headers: dict[bytes, bytes] | None = None
+        self._bytes = bytes_sent
+        self._time = request_time
+        # Never empty: logging takes a lone non-empty mapping as the format's.
+        self["l"] = "-"
 
     def __missing__(self, key: str) -> str:
-        if key.startswith("{") and len(key) > 3 and key[-2] == "}":
-            name = key[1:-2].lower()
-            kind = key[-1]
-            if kind == "i":
-                return self._header(self._request_headers, name)
-            if kind == "o":
-                return self._header(self._response_headers, name)
-            if kind == "e":
-                value = os.environ.get(key[1:-2])
-                return "-" if value is None else escape(value)
+        atom = _ATOMS.get(key)
+        if atom is not None:
+            value = atom(self)
+        elif key.startswith("{") and len(key) > 3 and key[-2] == "}":
+            value = self._field(key[1:-2], key[-1])
+        else:
+            return "-"
+        self[key] = value
+        return value
+
+    def _field(self, name: str, kind: str) -> str:
+        if kind == "i":
+            return _request_header(self._scope, name.lower().encode("latin-1"))
+        if kind == "o":
+            headers = self._response_headers
+            if headers is None:
+                headers = self._response_headers = {
+                    field.lower(): value for field, value in self._response_fields
+                }
+            value = headers.get(name.lower().encode("latin-1"))
+            return "-" if value is None else escape(value)
+        if kind == "e":
+            variable = os.environ.get(name)
+            return "-" if variable is None else escape(variable)
         return "-"
+
+    # -- the atoms, by name (see _ATOMS) ---------------------------------------------
+
+    def _client(self) -> str:
+        client = self._scope.get("client")
+        return escape(f"{client[0]}:{client[1]}") if client else "-"
+
+    def _method(self) -> str:
+        method = self._scope.get("method")
+        return "-" if method is None else escape(method)
+
+    def _path(self) -> str:
+        # The scope's path already starts with root_path (ASGI: path is the full path).
+        path = self._scope.get("path")
+        return "-" if path is None else escape(path)
+
+    def _query(self) -> str:
+        return escape(self._scope.get("query_string", b""))
+
+    def _path_query(self) -> str:
+        path = self["U"]
+        query = self["q"]
+        return f"{path}?{query}" if query else path
+
+    def _protocol(self) -> str:
+        version = self._scope.get("http_version")
+        return "-" if version is None else f"HTTP/{version}"
+
+    def _request_line(self) -> str:
+        scope = self._scope
+        method = scope.get("method")
+        if method is None:
+            return "-"  # refused before its request line was parsed
+        query = scope.get("query_string")
+        path = scope["path"]
+        target = f"{path}?{query.decode('latin-1')}" if query else path
+        return escape(f"{method} {target} HTTP/{scope.get('http_version', '1.1')}")
+
+    def _status_code(self) -> str:
+        return "-" if self._status is None else str(self._status)
+
+    def _status_phrase(self) -> str:
+        if self._status is None:
+            return "-"
+        return _REASONS.get(self._status, "-")
+
+    def _scheme(self) -> str:
+        return str(self._scope.get("scheme", "-"))
+
+    def _clf_bytes(self) -> str:
+        return str(self._bytes) if self._bytes else "-"
+
+    def _bytes_count(self) -> str:
+        return str(self._bytes)
+
+    def _referer(self) -> str:
+        return _request_header(self._scope, b"referer")
+
+    def _user_agent(self) -> str:
+        return _request_header(self._scope, b"user-agent")
+
+    def _seconds(self) -> str:
+        return str(int(self._time))
+
+    def _milliseconds(self) -> str:
+        return str(int(self._time * 1_000))
+
+    def _microseconds(self) -> str:
+        return str(int(self._time * 1_000_000))
+
+    def _decimal_seconds(self) -> str:
+        return f"{self._time:.6f}"
+
+    def _dash(self) -> str:
+        return "-"
+
+
+def _pid(atoms: AccessLogAtoms) -> str:
+    return f"<{os.getpid()}>"
+
+
+def _time(atoms: AccessLogAtoms) -> str:
+    return _log_time()
+
+
+_ATOMS: dict[str, Callable[[AccessLogAtoms], str]] = {
+    "h": AccessLogAtoms._client,
+    "l": AccessLogAtoms._dash,
+    "u": AccessLogAtoms._dash,
+    "t": _time,
+    "r": AccessLogAtoms._request_line,
+    "R": AccessLogAtoms._request_line,
+    "s": AccessLogAtoms._status_code,
+    "st": AccessLogAtoms._status_phrase,
+    "S": AccessLogAtoms._scheme,
+    "m": AccessLogAtoms._method,
+    "U": AccessLogAtoms._path,
+    "q": AccessLogAtoms._query,
+    "Uq": AccessLogAtoms._path_query,
+    "H": AccessLogAtoms._protocol,
+    "b": AccessLogAtoms._clf_bytes,
+    "B": AccessLogAtoms._bytes_count,
+    "f": AccessLogAtoms._referer,
+    "a": AccessLogAtoms._user_agent,
+    "T": AccessLogAtoms._seconds,
+    "M": AccessLogAtoms._milliseconds,
+    "D": AccessLogAtoms._microseconds,
+    "L": AccessLogAtoms._decimal_seconds,
+    "p": _pid,
+}
 
 
 class AccessLogger:
     """Writes access log lines to the ``trioserve.access`` logger.
+
+    A line is a :class:`logging.LogRecord` at INFO whose ``msg`` is the format and
+    whose ``args`` are the :class:`AccessLogAtoms`, so handlers, formatters and
+    filters of any logging configuration see it like any other record.
 
     Args:
       log_format: a ``%``-style format over :class:`AccessLogAtoms`.
@@ -166,11 +302,16 @@ class AccessLogger:
         bytes_sent: int,
         request_time: float,
     ) -> None:
-        """Write the line for one finished request."""
-        if not access_logger.isEnabledFor(logging.INFO):
+        """Write the line for one finished request (or one the server refused)."""
+        logger = access_logger
+        if not logger.isEnabledFor(logging.INFO):
             return
         atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
-        access_logger.info(self.format, atoms)
+        if _write_direct(logger, self.format, atoms):
+            return
+        # Made here rather than by logger.info(), which would first walk the stack
+        # to find the caller's file and line: nothing an access line shows.
+        logger.handle(logger.makeRecord(_ACCESS, logging.INFO, "", 0, self.format, (atoms,), None))
 
     def log_websocket(
         self,
@@ -192,14 +333,54 @@ class AccessLogger:
           received: messages and bytes from the client.
           sent: messages and bytes to the client.
         """
-        if not access_logger.isEnabledFor(logging.INFO):
+        logger = access_logger
+        if not logger.isEnabledFor(logging.INFO):
             return
         atoms = AccessLogAtoms({**scope, "method": "GET"}, status, (), sent[1], duration)
         ours, theirs = close_codes
         atoms["ws_close"] = f"{'-' if ours is None else ours}/{'-' if theirs is None else theirs}"
         atoms["ws_in"] = f"{received[0]}/{received[1]}"
         atoms["ws_out"] = f"{sent[0]}/{sent[1]}"
-        access_logger.info(self.format + WEBSOCKET_SUFFIX, atoms)
+        log_format = self.format + WEBSOCKET_SUFFIX
+        logger.handle(logger.makeRecord(_ACCESS, logging.INFO, "", 0, log_format, (atoms,), None))
+
+
+_ACCESS = access_logger.name
+#: The handler configure_logging() gave the access log (stdout or a file), while
+#: it is the access log's only one.
+_own_handler: list[logging.StreamHandler[Any] | None] = [None]
+
+
+def _write_direct(logger: logging.Logger, log_format: str, atoms: AccessLogAtoms) -> bool:
+    """Write the line straight to the stream of the handler the command line set
+    up, when nothing else could see the record: it is the logger's only handler,
+    with the plain formatter, and no filter, other handler or propagation is
+    configured. What a log record costs (the record, the filters, the formatter)
+    is then most of a request's logging, for nothing. Return whether it wrote."""
+    handler = _own_handler[0]
+    handlers = logger.handlers
+    if (
+        handler is None
+        or len(handlers) != 1
+        or handlers[0] is not handler
+        or logger.filters
+        or logger.propagate
+        or handler.filters
+        or handler.formatter is not None
+        or handler.level > logging.INFO
+    ):
+        return False
+    line = log_format % atoms + "\n"
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(line)
+        stream.flush()
+    except Exception:  # a closed or failing stream: the record path reports it
+        return False
+    finally:
+        handler.release()
+    return True
 
 
 def configure_logging(
@@ -240,10 +421,13 @@ def configure_logging(
     access.setLevel(logging.INFO)
     access.propagate = False
     access.handlers.clear()
+    _own_handler[0] = None
     if accesslog is not None:
-        access.addHandler(
+        access_handler = (
             logging.StreamHandler(sys.stdout) if accesslog == "-" else _LogFileHandler(accesslog)
         )
+        access.addHandler(access_handler)
+        _own_handler[0] = access_handler
     else:
         access.addHandler(logging.NullHandler())
     if logconfig is not None:

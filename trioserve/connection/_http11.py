@@ -38,6 +38,7 @@ shielded, so a cancellation can never leave half a head on the wire.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -90,11 +91,13 @@ class HTTP11Channel:
     connection.
 
     Attributes:
-      closing: the connection ends after the current response (shutdown, a body
-          that could not be read).
+      closing: the next response head announces ``connection: close`` (a
+          shutdown began, or :meth:`request_close`).
+      ending: the connection ends after the current response, whatever its head
+          announced (a request body that could not be read, an upgrade).
     """
 
-    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "_unsent", "closing")
+    __slots__ = ("_eof_fed", "_proto", "_server", "_transport", "_unsent", "closing", "ending")
 
     def __init__(self, transport: Transport, proto: HTTP11Protocol, server: ServerState) -> None:
         self._transport = transport
@@ -103,6 +106,7 @@ class HTTP11Channel:
         self._eof_fed = False
         self._unsent = b""  # framed body bytes whose write was cancelled before it began
         self.closing = server.shutting_down
+        self.ending = False
 
     # -- reading -------------------------------------------------------------------
 
@@ -189,7 +193,7 @@ class HTTP11Channel:
 
     def request_close(self) -> None:
         """End the connection after this response."""
-        self.closing = True
+        self.closing = self.ending = True
 
     async def send_response(self, head: ResponseHead | None, body: bytes, *, end: bool) -> None:
         """Write a piece of the response, with the head first if given."""
@@ -285,7 +289,7 @@ class HTTP11Channel:
             await self._transport.write(data, shield=True)
         except ClientDisconnected:
             return None
-        return len(error_body(status))
+        return 0 if self._proto.head_request else len(error_body(status))
 
 
 class HTTP11Connection:
@@ -387,29 +391,33 @@ class HTTP11Connection:
     async def _serve_requests(self, nursery: trio.Nursery) -> None:
         proto = self._proto
         transport = self._transport
+        timed = self._server.access_log is not None
         while True:
             # Idle, between requests: the only wait the keep-alive deadline covers.
+            # (A connection that ends here sent no request: nothing to log.)
             if (
                 not (proto.has_buffered_data or transport.buffered or transport.peer_closed)
                 and not await self._wait_idle()
             ):
                 return
+            # A request begins with the first byte of its head.
+            started = time.perf_counter() if timed else 0.0
             try:
                 head = await self._read_head()
             except RemoteProtocolError as exc:
                 if not transport.peer_closed:
                     error_logger.debug("Bad request from %s: %s", self._base_scope["client"], exc)
-                    await self._channel.send_error(exc.status_hint, exc.headers)
+                    await self._refuse(exc.status_hint, None, started, exc.headers)
                     await transport.linger()
                 return
             if head is None:
                 return
             if head.upgrade and is_websocket_upgrade(head.headers):
                 # The connection becomes a websocket (or is refused, and ends).
-                if not await self._upgrade(head, nursery):
+                if not await self._upgrade(head, nursery, started):
                     await transport.linger()
                 return
-            if not await self._handle(head, nursery.cancel_scope):
+            if not await self._handle(head, nursery.cancel_scope, started):
                 await transport.linger()
                 return
             del head  # not kept alive through the idle wait
@@ -467,11 +475,34 @@ class HTTP11Connection:
         # starts only after start_next_cycle, and a body event only after a head.)
         return None
 
-    async def _handle(self, head: RequestHead, app_scope: trio.CancelScope) -> bool:
+    async def _refuse(
+        self,
+        status: int,
+        head: RequestHead | None,
+        started: float,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        """Answer a request the server refuses itself (the connection ends), and
+        give it its access log line with what is known of it: the request line
+        once its head was parsed."""
+        sent = await self._channel.send_error(status, headers)
+        access_log = self._server.access_log
+        if access_log is None or sent is None:
+            return
+        if head is None:
+            scope = self._base_scope
+        else:
+            server = self._server
+            scope = build_http_scope(
+                head, self._base_scope, server.config.root_path, server.lifespan_state
+            )
+        access_log.log(scope, status, (), sent, time.perf_counter() - started)
+
+    async def _handle(self, head: RequestHead, app_scope: trio.CancelScope, started: float) -> bool:
         """Serve one request; return whether the connection may carry another."""
         server = self._server
         if not server.admit_request():
-            await self._channel.send_error(503)
+            await self._refuse(503, head, started)
             return False
         scope = build_http_scope(
             head, self._base_scope, server.config.root_path, server.lifespan_state
@@ -482,7 +513,7 @@ class HTTP11Connection:
             scope["extensions"].update(
                 (name, value.copy()) for name, value in self._extensions.items()
             )
-        cycle = RequestCycle(self._channel, server, scope, app_scope)
+        cycle = RequestCycle(self._channel, server, scope, app_scope, started)
         if self._transport.peer_closed:
             cycle.on_disconnect()
         self._cycle = cycle
@@ -502,13 +533,16 @@ class HTTP11Connection:
         proto = self._proto
         if not (cycle.completed and proto.keep_alive):
             return False
-        if self._channel.closing or self._transport.peer_closed:
+        # A shutdown that began after this response's head went out (announcing
+        # keep-alive) does not end the connection here: the idle wait gives a
+        # request already on its way its answer, with `connection: close`.
+        if self._channel.ending or self._transport.peer_closed:
             return False
         if not proto.request_complete and not await self._drain_body():
             return False
         return proto.start_next_cycle()
 
-    async def _upgrade(self, head: RequestHead, nursery: trio.Nursery) -> bool:
+    async def _upgrade(self, head: RequestHead, nursery: trio.Nursery, started: float) -> bool:
         """Serve a websocket upgrade request: hand the transport, and the bytes
         that came behind the request, to a websocket session. Return whether the
         websocket closed cleanly (then nothing is left to linger for)."""
@@ -517,7 +551,7 @@ class HTTP11Connection:
         channel.request_close()  # no HTTP request follows, whatever happens
         if server.config.ws == "none":
             error_logger.info("WebSocket upgrade refused: websocket support is off (ws='none')")
-            await channel.send_error(501)
+            await self._refuse(501, head, started)
             return False
         try:
             has_body = not isinstance(channel.receive_nowait(), RequestEnd)
@@ -526,10 +560,10 @@ class HTTP11Connection:
             error_logger.debug(
                 "Bad websocket handshake from %s: %s", self._base_scope["client"], exc
             )
-            await channel.send_error(exc.status_hint, exc.headers)
+            await self._refuse(exc.status_hint, head, started, exc.headers)
             return False
         if not server.admit_request():
-            await channel.send_error(503)
+            await self._refuse(503, head, started)
             return False
         scope = build_websocket_scope(
             head,

@@ -120,13 +120,15 @@ class RequestCycle:
       scope: the request's ASGI scope.
       app_scope: what a client hang-up cancels, if the ``cancel_on_disconnect``
           policy says so for this request.
+      start_time: when the request began (:func:`time.perf_counter`), for the
+          access log's durations; only read when the access log is on.
 
     Attributes:
       disconnected: the client has gone, or the request body could not be read
           whole: ``receive()`` returns ``http.disconnect``.
       cancelled_by_disconnect: the hang-up cancelled ``app_scope``.
-      completed: once :meth:`run` returned, whether the app sent a whole, valid
-          response.
+      completed: once :meth:`run` returned, whether a whole, validly framed
+          response went out (even if the app failed afterwards).
     """
 
     __slots__ = (
@@ -140,6 +142,7 @@ class RequestCycle:
         "_failed",
         "_head_written",
         "_headers",
+        "_own_headers",
         "_sent_status",
         "_server",
         "_start_time",
@@ -158,6 +161,7 @@ class RequestCycle:
         server: ServerState,
         scope: dict[str, Any],
         app_scope: trio.CancelScope,
+        start_time: float = 0.0,
     ) -> None:
         self._channel = channel
         self._server = server
@@ -170,12 +174,13 @@ class RequestCycle:
         self._state = ResponseState.START
         self._status = 0
         self._headers: Headers = []
+        self._own_headers: Headers = []
         self._head_written = False
         self._body_complete = False
         self._body_error = False
         self._bytes_sent = 0
         self._sent_status: int | None = None
-        self._start_time = time.perf_counter() if server.access_log else 0.0
+        self._start_time = start_time
         self._error_status = 500
         self._failed = False
         # Made only when receive() has to wait for the end of the request (rare).
@@ -217,7 +222,11 @@ class RequestCycle:
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         if self._state is ResponseState.DONE:
-            self.completed = not self._failed
+            # The whole response is on the wire, framed as announced: whatever the
+            # app did afterwards (raised, returned a value, sent one message too
+            # many) is logged and cannot confuse the client, so the connection stays
+            # open. Starlette's error middleware sends a whole 500 and re-raises.
+            self.completed = True
             return
         if channel.broken or channel.peer_closed or (self.disconnected and not self._body_error):
             return
@@ -244,11 +253,13 @@ class RequestCycle:
         status = self._sent_status
         if status is None and self.disconnected:
             status = 499  # nginx's "client closed request": nothing was sent
+        scope = self.scope
         access_log.log(
-            self.scope,
+            scope,
             status,
-            self._headers if self._head_written else (),
-            self._bytes_sent,
+            (*self._headers, *self._own_headers) if self._head_written else (),
+            # A response to HEAD announces a body that is never sent.
+            0 if scope["method"] == "HEAD" else self._bytes_sent,
             time.perf_counter() - self._start_time,
         )
 
@@ -375,8 +386,9 @@ class RequestCycle:
         if server.extra_headers:
             headers = headers + server.extra_headers
         own = server.own_headers(headers)
-        if server.access_log is not None:
-            self._headers = headers + own  # what goes out, for the access log
+        # What goes out, for the access log.
+        self._headers = headers
+        self._own_headers = own
         return self._status, headers, own
 
     async def _send_body(self, body: bytes, more_body: bool) -> None:

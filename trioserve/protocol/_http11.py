@@ -128,6 +128,11 @@ class HTTP11Protocol(RequestParser):
           LocalProtocolError: a header field is not allowed, or the framing fields
               are invalid; the head does not count as sent then.
         """
+        if self._asked_continue and not self._continue_sent and not self.request_complete:
+            # The client waits for 100 Continue before it sends the body, so the
+            # body cannot be read after this response: the connection ends, and
+            # the head says so.
+            close = True
         head, self._framing, self._remaining, self._response_keep_alive = write_head(
             status,
             headers,

@@ -151,6 +151,12 @@ def write_head(
         chunked,
         keep_alive and b"close" not in connection,
     )
+    tunnel = framing is _NO_BODY and method == b"CONNECT"
+    if tunnel:
+        # A 2xx to CONNECT turns the connection into a tunnel, which trioserve
+        # does not offer: the head is the whole response, and the connection
+        # ends, which the head says.
+        keep_alive = False
     if length_slot and (framing is _LENGTH or framing is _NO_BODY):
         head[length_slot] = b"content-length: %s\r\n" % content_length
     if chunked_slot and framing is not _UNTIL_CLOSE:
@@ -163,13 +169,8 @@ def write_head(
         head.append(_connection_field(connection, keep_alive))
     head.append(b"\r\n")
     remaining = int(content_length) if framing is _LENGTH and content_length else 0
-    if method == b"HEAD":
+    if method == b"HEAD" or tunnel:
         framing = _DROP_BODY
-    elif framing is _NO_BODY and method == b"CONNECT":
-        # A 2xx to CONNECT turns the connection into a tunnel, which trioserve
-        # does not offer: the head is the whole response, and the connection ends.
-        framing = _DROP_BODY
-        keep_alive = False
     return b"".join(head), framing, remaining, keep_alive
 
 

@@ -1,0 +1,263 @@
+"""The access log for requests that did not reach the app, and the atoms of
+unusual responses.
+
+Every request the server refuses itself (400, 408, 413, 414, 431, 501, 503, 505,
+a refused websocket handshake) gets its line, with the status sent and whatever
+is known of it: the request line once its head was parsed, ``-`` before. A
+connection that ends without a request (an idle keep-alive connection timing
+out) writes nothing. The byte atoms count body bytes that went out: none for a
+response to HEAD or a 304, whatever the head announced.
+
+Requests go over in-memory streams (``open_test_client``) as raw bytes, under
+``autojump_clock`` where a timeout must pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+import trio
+from _helpers import (
+    GET,
+    GET_CLOSE,
+    Receive,
+    Scope,
+    Send,
+    body,
+    echo_app,
+    http_only,
+    parse_all,
+    parse_single,
+    start,
+    text_app,
+)
+
+from trioserve import Config
+from trioserve.testing import open_test_client
+
+ACCESS = "trioserve.access"
+ATOMS = ["s", "st", "r", "m", "U", "H", "b", "B", "D", "{content-length}o"]
+FORMAT = "|".join(f"%({atom})s" for atom in ATOMS)
+
+
+def logged(**changes: Any) -> Config:
+    """The access log on, each line the atoms of ``ATOMS`` joined by ``|``."""
+    return Config(accesslog="-", access_log_format=FORMAT, **changes)
+
+
+@pytest.fixture
+def access_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    return caplog
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
+    """Each access log line as ``{atom: value}``."""
+    records = [r.getMessage() for r in caplog.records if r.name == ACCESS]
+    return [dict(zip(ATOMS, line.split("|"), strict=True)) for line in records]
+
+
+# -- requests the server refused ------------------------------------------------------------
+
+LONG_TARGET = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+MANY_FIELDS = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n"
+REFUSED = {
+    "400": (b"\x00\x01garbage\r\n\r\n", {}, 400),
+    "414": (LONG_TARGET, {}, 414),
+    "431": (MANY_FIELDS, {}, 431),
+    "413": (
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        {"max_body_size": 10},
+        413,
+    ),
+    "505": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", {}, 505),
+    "501": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        {},
+        501,
+    ),
+}
+
+
+@pytest.mark.parametrize(("request_bytes", "changes", "status"), REFUSED.values(), ids=REFUSED)
+async def test_a_malformed_request_is_logged_with_its_status(
+    request_bytes: bytes,
+    changes: dict[str, Any],
+    status: int,
+    access_log: pytest.LogCaptureFixture,
+    autojump_clock: Any,
+) -> None:
+    async with open_test_client(text_app(), logged(**changes)) as client:
+        data = await client.raw(request_bytes)
+    response = parse_single(data)
+    assert response.status == status
+    [line] = lines(access_log)
+    # The head was not parsed: no request line, method, path or protocol.
+    assert line["s"] == str(status)
+    assert line["st"] == HTTPStatus(status).phrase  # the phrase of the running Python
+    assert (line["r"], line["m"], line["U"], line["H"]) == ("-", "-", "-", "-")
+    assert line["B"] == str(len(response.body))
+    assert line["D"].isdigit()
+
+
+async def test_a_header_timeout_is_logged_as_408(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    async with open_test_client(text_app(), logged(header_timeout=2)) as client:
+        data = await client.raw(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+    assert parse_single(data).status == 408
+    [line] = lines(access_log)
+    assert (line["s"], line["st"], line["r"]) == ("408", "Request Timeout", "-")
+
+
+async def test_an_idle_connection_that_times_out_is_not_logged(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    """A new connection that sends nothing, and one that goes quiet after a
+    request, close at the keep-alive timeout: no request, no line (and no 408)."""
+    async with open_test_client(text_app(), logged(keep_alive_timeout=5)) as client:
+        silent = await client.connect()
+        assert await silent.receive_until_closed() == b""
+        data = await client.raw(GET)
+    assert [r.status for r in parse_all(data)[0]] == [200]
+    assert [line["s"] for line in lines(access_log)] == ["200"]
+
+
+async def test_an_overload_503_is_logged_with_its_request_line(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    release = trio.Event()
+    entered = trio.Event()
+
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        entered.set()
+        await release.wait()
+        await text_app()(scope, receive, send)
+
+    async with open_test_client(app, logged(limit_concurrency=1)) as client:
+        busy = await client.connect()
+        await busy.send_all(GET_CLOSE)
+        await entered.wait()
+        data = await client.raw(b"GET /more?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        release.set()
+        assert parse_single(await busy.receive_until_closed()).status == 200
+    assert parse_single(data).status == 503
+    refused, served = lines(access_log)
+    assert (refused["s"], refused["r"], refused["U"]) == ("503", "GET /more?x=1 HTTP/1.1", "/more")
+    assert refused["st"] == "Service Unavailable"
+    assert served["s"] == "200"
+
+
+async def test_a_body_timeout_is_logged_as_408(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    async with open_test_client(echo_app(), logged(read_timeout=2)) as client:
+        data = await client.raw(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert parse_single(data).status == 408
+    [line] = lines(access_log)
+    assert (line["s"], line["r"]) == ("408", "POST /up HTTP/1.1")
+
+
+async def test_a_chunked_body_over_the_limit_is_logged_as_413(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    request = (
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n" + b"x" * 32
+    )
+    async with open_test_client(echo_app(), logged(max_body_size=10)) as client:
+        data = await client.raw(request + b"\r\n0\r\n\r\n")
+    assert parse_single(data, "POST").status == 413
+    [line] = lines(access_log)
+    assert (line["s"], line["r"]) == ("413", "POST /up HTTP/1.1")
+
+
+WS_HEAD = (
+    b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+)
+
+
+async def test_a_bad_websocket_handshake_is_logged_with_its_request_line(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    async with open_test_client(text_app(), logged()) as client:
+        data = await client.raw(WS_HEAD + b"\r\n")  # no Sec-WebSocket-Key
+    assert parse_single(data).status == 400
+    [line] = lines(access_log)
+    assert (line["s"], line["r"]) == ("400", "GET /chat HTTP/1.1")
+
+
+async def test_a_websocket_refused_with_ws_none_is_logged_as_501(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    request = WS_HEAD + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    async with open_test_client(text_app(), logged(ws="none")) as client:
+        data = await client.raw(request)
+    assert parse_single(data).status == 501
+    [line] = lines(access_log)
+    assert (line["s"], line["r"]) == ("501", "GET /chat HTTP/1.1")
+
+
+# -- what the byte atoms count ----------------------------------------------------------------
+
+
+async def test_a_response_to_head_sends_no_body_bytes(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    """The head announces what a GET would get; ``B`` counts what went out."""
+    async with open_test_client(text_app(b"hello"), logged()) as client:
+        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    response = parse_single(data, "HEAD")
+    assert (response.status, response.body) == (200, b"")
+    [line] = lines(access_log)
+    assert (line["s"], line["b"], line["B"], line["{content-length}o"]) == ("200", "-", "0", "5")
+
+
+async def test_a_server_500_to_head_sends_no_body_bytes(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("bug")
+
+    async with open_test_client(app, logged()) as client:
+        data = await client.raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parse_single(data, "HEAD").status == 500
+    [line] = lines(access_log)
+    assert (line["s"], line["B"]) == ("500", "0")
+
+
+async def test_a_304_sends_no_body_bytes(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(304, [(b"etag", b'"v1"')]))
+        await send(body(b""))
+
+    async with open_test_client(app, logged()) as client:
+        data = await client.raw(GET_CLOSE)
+    assert parse_single(data).status == 304
+    [line] = lines(access_log)
+    assert (line["s"], line["st"], line["b"], line["B"]) == ("304", "Not Modified", "-", "0")
+
+
+async def test_a_streamed_response_counts_every_body_byte(
+    access_log: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    @http_only
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start(200))
+        for part in (b"a" * 10, b"", b"b" * 25):
+            await send(body(part, more=True))
+        await send(body(b"c"))
+
+    async with open_test_client(app, logged()) as client:
+        data = await client.raw(GET_CLOSE)
+    assert len(parse_single(data).body) == 36
+    [line] = lines(access_log)
+    assert (line["b"], line["B"], line["{content-length}o"]) == ("36", "36", "-")
