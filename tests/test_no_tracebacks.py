@@ -9,7 +9,9 @@ wording around it.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +56,7 @@ async def app(scope, receive, send):
     "typo.toml": 'bnid = ["127.0.0.1:0"]\n',
 }
 
+DOCS = Path(__file__).parent.parent / "docs"
 URL = r"http://127\.0\.0\.1:(\d+)"
 
 
@@ -81,6 +84,32 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+@functools.cache
+def listed_errors() -> list[re.Pattern[str]]:
+    """The ``Error:`` lines docs/troubleshooting.md explains, as patterns: a word in
+    CAPITALS (``KEY``, ``PATH``, ``N``) stands for any text, ``...`` for any rest."""
+    page = (DOCS / "troubleshooting.md").read_text()
+    patterns = []
+    for quoted in re.findall(r"\*\*`(Error: .+?)`\*\*", page, re.S):
+        parts = re.split(r"(\.\.\.|…|\b[A-Z][A-Z_]*[A-Z]\b|\bN\b)", " ".join(quoted.split()))
+        regex = "".join(
+            ".*"
+            if part in ("...", "…")
+            else ".+?"
+            if re.fullmatch(r"[A-Z][A-Z_]*[A-Z]|N", part)
+            else re.escape(part)
+            for part in parts
+        )
+        patterns.append(re.compile(regex))
+    return patterns
+
+
+def assert_explained(line: str) -> None:
+    assert any(pattern.fullmatch(line) for pattern in listed_errors()), (
+        f"not on docs/troubleshooting.md: {line!r}"
+    )
+
+
 def assert_no_traceback(*outputs: str) -> None:
     text = "".join(outputs)
     assert "Traceback" not in text, text
@@ -101,6 +130,9 @@ def assert_no_traceback(*outputs: str) -> None:
         (["app:app", "--certfile", "missing.pem", "--keyfile", "missing.pem"], {}, 2),
         (["app:app"], {"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "abc"}, 2),
         (["app:app"], {"TRIOSERVE_NO_SUCH_OPTION": "1"}, 2),
+        (["app:app"], {"TRIOSERVE_LOGLEVEL": "debug"}, 2),
+        (["app:app", "--access-logfile", "/nonexistent/dir/access.log"], {}, 2),
+        (["app:app", "extra"], {}, 2),
         ([], {}, 2),
         (["nosuchmodule:app"], {}, 3),
         (["app:nosuch"], {}, 3),
@@ -119,6 +151,7 @@ def test_mistake_ends_with_its_code_and_no_traceback(
     assert_no_traceback(completed.stdout, completed.stderr)
     errors = [line for line in completed.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1, completed.stderr
+    assert_explained(errors[0])
 
 
 def test_address_in_use_is_exit_3_and_no_traceback(app_dir: Path) -> None:
@@ -129,6 +162,9 @@ def test_address_in_use_is_exit_3_and_no_traceback(app_dir: Path) -> None:
         completed = run(["app:app", "--bind", f"127.0.0.1:{port}"], app_dir)
     assert completed.returncode == 3, completed.stderr
     assert_no_traceback(completed.stdout, completed.stderr)
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, completed.stderr
+    assert_explained(errors[0])
 
 
 async def start(args: list[str], cwd: Path) -> tuple[trio.Process, PipeReader, PipeReader, int]:
