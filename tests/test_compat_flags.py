@@ -575,5 +575,5 @@ def test_env_file_without_python_dotenv_is_one_line(tmp_path: Path) -> None:
     )
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        "Error: --env-file (uvicorn) needs python-dotenv: pip install 'trioserve[dotenv]'"
+        "Error: --env-file (uvicorn) needs python-dotenv: pip install python-dotenv"
     ]

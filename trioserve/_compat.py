@@ -534,7 +534,7 @@ def load_env_files(paths: Iterable[str]) -> None:
         dotenv: Any = importlib.import_module("dotenv")
     except ImportError:
         raise FlagError(
-            "--env-file (uvicorn) needs python-dotenv: pip install 'trioserve[dotenv]'"
+            "--env-file (uvicorn) needs python-dotenv: pip install python-dotenv"
         ) from None
     for path in paths:
         if not os.path.isfile(path):

@@ -597,7 +597,7 @@ class _DevelopmentKeys(_ProtocolKeys):
     reload: bool = _key(
         False,
         "Development: restart the server when a watched file changes (the command line "
-        "only; needs ``pip install 'trioserve[reload]'``). See ``docs/reload.md``.",
+        "only; needs watchfiles: the ``reload`` extra). See ``docs/reload.md``.",
         _bool,
         hypercorn=False,
     )
