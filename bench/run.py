@@ -108,6 +108,7 @@ SERVERS: dict[str, Server] = {
                 app,
                 "--bind",
                 f"{HOST}:{port}",
+                "--no-access-log",
                 "--log-level",
                 "warning",
                 "--keep-alive-timeout",
@@ -359,6 +360,19 @@ def tree_sockets(pid: int) -> int:
     return count
 
 
+def with_access_log(argv: list[str]) -> list[str]:
+    """``argv`` with the server's access log on (uvicorn's and trioserve's go to
+    stdout, Hypercorn's is asked for there), the error log at INFO."""
+    argv = [arg for arg in argv if arg != "--no-access-log"]
+    if "hypercorn" in argv:
+        argv[argv.index("hypercorn") + 1 : argv.index("hypercorn") + 1] = ["--access-logfile", "-"]
+    elif "uvicorn" in argv or "trioserve" in argv:
+        # uvicorn drops access lines below INFO; at INFO the error log adds only
+        # the start and stop lines.
+        argv = [*argv, "--log-level", "info"]
+    return argv
+
+
 class ServerProcess:
     """One server process, pinned, logging to a file; stopped by PID."""
 
@@ -366,6 +380,8 @@ class ServerProcess:
         self.server = server
         self.port = free_port()
         argv = server.argv(args.python, app, self.port)
+        if args.access_log:
+            argv = with_access_log(argv)
         if args.pin:
             argv = ["taskset", "-c", args.server_cpu, *argv]
         self.argv = argv
@@ -930,6 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=BENCH / "results")
     parser.add_argument("--name", default="latest", help="basename of the result files")
     parser.add_argument("--keep-wrk-output", action="store_true", help="store wrk's text in JSON")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="run every server with its access log on (a line per request to its log file)",
+    )
     parser.add_argument(
         "--baseline",
         metavar="DIR[:PYTHON]",
