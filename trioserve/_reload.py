@@ -29,8 +29,10 @@ read the terminal), so a Ctrl+C typed in the terminal, or a signal sent to the
 whole group (``timeout``, a process manager), reaches it as well as the
 reloader's SIGTERM: the child acts on the first SIGINT or SIGTERM it gets and
 ignores the ones after it (and SIGHUP), leaving the decision to cut the graceful
-shutdown short to the reloader. A second signal to the reloader kills the child
-at once (exit 130), and a child that outlives ``graceful_timeout +
+shutdown short to the reloader. A second signal to the reloader forces the
+child's stop: a line on the pipe, after which the child cancels its requests
+(answering 503 where it can) and exits, or is killed 2 seconds later; the
+reloader exits 130. A child that outlives ``graceful_timeout +
 shutdown_timeout`` plus a margin is killed too.
 """
 

@@ -14,10 +14,15 @@ the accept nursery (stop accepting), close the listeners, ask each connection to
 close when idle and drop the TLS handshakes still in progress (a connection
 that is only now starting would be closed as idle anyway), then give the
 connection nursery a deadline of ``graceful_timeout``; what is still running then
-is cancelled. Lifespan shutdown
-runs after the connection nursery has exited, so no request is served without the
-app's resources. No task outlives ``serve()`` because every task is in one of
-these nurseries.
+is cancelled (a request whose response had not started is answered 503). Lifespan
+shutdown runs after the connection nursery has exited, so no request is served
+without the app's resources. No task outlives ``serve()`` because every task is in
+one of these nurseries.
+
+A :class:`ServerControl` is how the command's process talks to its server: it
+names the process in the startup line, gives the reason of a stop for the
+shutdown line, and can force the stop (a second Ctrl+C): that cancels the
+connection nursery at once and skips the lifespan shutdown.
 """
 
 from __future__ import annotations
