@@ -405,6 +405,16 @@ def helper(x):
             "it has nothing that looks like an ASGI app",
         ),
     ],
+    ids=[
+        "file-and-attr",
+        "file",
+        "file-in-subdir",
+        "module-in-subdir",
+        "module-nowhere",
+        "no-such-attr",
+        "module-alone",
+        "nothing-asgi",
+    ],
 )
 def test_an_app_that_cannot_load_is_one_line_with_a_hint_and_exit_3(
     tmp_path: Path, spec: str, expected: str
@@ -452,3 +462,39 @@ def test_ctrl_c_while_the_app_is_imported_exits_130_quietly(tmp_path: Path) -> N
         if process.stderr is not None:
             process.stderr.close()
     assert rest == ""
+
+
+WEBSOCKET_APP = """\
+import sys
+
+import trio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        print("websocket open", file=sys.stderr, flush=True)
+        await trio.sleep_forever()
+"""
+
+UPGRADE = (
+    b"GET /live HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+)
+
+
+async def test_a_forced_stop_names_the_websockets_it_cancelled(tmp_path: Path) -> None:
+    """A websocket counts as in flight, and the forced stop names it."""
+    (tmp_path / "app.py").write_text(WEBSOCKET_APP)
+    async with serving(tmp_path, "app:app", "--bind", "127.0.0.1:0") as server:
+        port = int((await server.log.next(r"Serving on http://127\.0\.0\.1:(\d+)")).group(1))
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(UPGRADE)
+            await server.log.next("websocket open")
+            server.process.send_signal(signal.SIGINT)
+            await server.log.next(r"shutting down gracefully \(1 in flight")
+            server.process.send_signal(signal.SIGINT)
+            assert await server.finish() == 130, server.log.text
+    assert "Cancelled 1 request in progress (forced stop): WebSocket /live" in server.log.text
+    assert tracebacks(server.log.text) == 0, server.log.text
