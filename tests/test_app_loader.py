@@ -114,7 +114,7 @@ async def test_factory_is_called_and_what_it_returns_is_served(
 
 
 def test_module_not_found() -> None:
-    assert load_error("fx_no_such_module:app") == "module 'fx_no_such_module' not found"
+    assert load_error("fx_no_such_module:app").startswith("module 'fx_no_such_module' not found")
 
 
 def test_missing_dependency_of_an_existing_module_is_not_reported_as_module_not_found() -> None:
@@ -127,7 +127,7 @@ def test_missing_dependency_of_an_existing_module_is_not_reported_as_module_not_
 
 
 def test_attribute_not_found() -> None:
-    assert load_error("fx_asgi3:nope") == "attribute 'nope' not found in module 'fx_asgi3'"
+    assert load_error("fx_asgi3:nope").startswith("attribute 'nope' not found in module 'fx_asgi3'")
 
 
 def test_dotted_attribute_not_found_names_the_whole_path() -> None:

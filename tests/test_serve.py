@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import os
 import re
 import signal
 import socket
@@ -195,14 +196,20 @@ async def test_two_binds_both_serve() -> None:
             await served.returned.wait()
 
 
-async def test_serving_on_is_logged_for_each_url(caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_startup_line_names_every_url(caplog: pytest.LogCaptureFixture) -> None:
+    """Embedded serve() names every address, the version and the PID in one line;
+    it offers no forced stop, since a second signal is not caught."""
     caplog.set_level(logging.INFO, logger="trioserve.error")
     async with trio.open_nursery() as nursery:
         served = await start_serve(nursery, hello_app, Config(bind=["127.0.0.1:0", "127.0.0.1:0"]))
         served.trigger.set()
     messages = [r.getMessage() for r in caplog.records]
-    for url in served.urls:
-        assert f"Serving on {url}" in messages
+    serving = [m for m in messages if m.startswith("Serving on")]
+    assert serving == [
+        f"Serving on {', '.join(served.urls)} (trioserve {trioserve.__version__}, "
+        f"PID {os.getpid()}); press Ctrl+C to stop"
+    ]
+    assert not any("again to force" in m for m in messages)
 
 
 # -- graceful shutdown -------------------------------------------------------------------
@@ -281,7 +288,7 @@ async def test_graceful_timeout_cancels_a_stuck_request_and_its_finally_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The app never answers. ``serve`` waits ``graceful_timeout`` (0.2 s), then
-    cancels the request; the app's ``finally`` runs before ``serve`` returns. A
+    cancels the request (its client gets a 503); the app's ``finally`` runs before ``serve`` returns. A
     naive server waits forever (or cancels at once, without a grace period)."""
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
     started = trio.Event()
@@ -315,11 +322,13 @@ async def test_graceful_timeout_cancels_a_stuck_request_and_its_finally_runs(
         waited = trio.current_time() - triggered_at
         assert app_finally.is_set()
     assert waited >= 0.19
-    # No response was sent; the client just sees the connection end.
-    assert received == [b""]
-    assert any(
-        r.levelno == logging.WARNING and "timed out" in r.getMessage() for r in caplog.records
-    )
+    # The app had not started its response: the client is told it was cut short.
+    (answer,) = received
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "Cancelled 1 request in progress (the graceful shutdown timed out): GET /"
+    ]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -609,7 +618,7 @@ async def test_embedded_serve_finishes_in_flight_request_on_signal(
                 nursery.start_soon(request_and_close, conn, "/wait-for-stdin", responses)
                 await reader.wait_for("request started")
                 proc.send_signal(signum)
-                await reader.wait_for("Shutting down")
+                await reader.wait_for("shutting down gracefully")
                 await assert_refused(port)
                 await proc.stdin.send_all(b"go\n")
             await proc.wait()

@@ -363,7 +363,8 @@ async def test_graceful_shutdown_cancels_request_running_past_graceful_timeout(
 ) -> None:
     """graceful_timeout=1 and an app that sleeps forever: leaving open_test_client
     returns after 1 s of virtual time, with the app cancelled (a server without the
-    deadline would wait forever) and the client's connection closed."""
+    deadline would wait forever) and the client told so: a 503, then the
+    connection closed."""
     caplog.set_level(logging.DEBUG, logger="trioserve.error")
     started = trio.Event()
     outcome: list[str] = []
@@ -384,7 +385,9 @@ async def test_graceful_shutdown_cancels_request_running_past_graceful_timeout(
             shutdown_began = trio.current_time()
     assert trio.current_time() - shutdown_began == pytest.approx(1, abs=0.01)
     assert outcome == ["cancelled"]
-    assert await conn.receive_until_closed() == b""
+    answer = await conn.receive_until_closed()
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
     await conn.aclose()
     assert error_records(caplog) == []
 

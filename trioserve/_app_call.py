@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import trio
+
 from ._errors import ClientDisconnected
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
@@ -27,9 +29,18 @@ if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
 if TYPE_CHECKING:
     from ._types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Outcome", "call_app", "only_disconnects"]
+__all__ = ["Outcome", "call_app", "is_cancellation", "needs_asyncio", "only_disconnects"]
 
 error_logger = logging.getLogger("trioserve.error")
+
+#: What asyncio says when asyncio-only code runs without its event loop.
+_NO_ASYNCIO_LOOP = ("no running event loop", "There is no current event loop")
+#: The hint for an app that failed like that, logged once per process.
+ASYNCIO_HINT = (
+    "The app failed the way asyncio-only code fails outside asyncio: trioserve runs "
+    "apps on trio, and this library needs asyncio; see docs/asyncio-libraries.md"
+)
+_hinted = False
 
 
 class Outcome(enum.Enum):
@@ -64,13 +75,13 @@ async def call_app(
         result = await app(scope, receive, send)
     except BaseException as exc:
         if isinstance(exc, Exception):
-            on_failure(exc)
+            _failed(exc, on_failure)
             return Outcome.RAISED
         if not isinstance(exc, BaseExceptionGroup):
             raise
         failure, rest = exc.split(Exception)
         if failure is not None:
-            on_failure(failure)
+            _failed(failure, on_failure)
         if rest is None:
             return Outcome.RAISED
         raise rest from None
@@ -78,6 +89,45 @@ async def call_app(
         error_logger.error("ASGI callable returned a value instead of None: %r", result)
         return Outcome.RETURNED_VALUE
     return Outcome.RETURNED
+
+
+def _failed(exc: BaseException, on_failure: Callable[[BaseException], None]) -> None:
+    global _hinted
+    on_failure(exc)
+    if not _hinted and needs_asyncio(exc):
+        _hinted = True
+        error_logger.error(ASYNCIO_HINT)
+
+
+def needs_asyncio(exc: BaseException) -> bool:
+    """``exc`` (or an exception in its group, cause or context) is how code that
+    needs asyncio fails under trio: asyncio finds no event loop, or ``sniffio``
+    finds no async library (as in a worker thread)."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if type(current).__name__ == "AsyncLibraryNotFoundError":
+            return True
+        if isinstance(current, RuntimeError) and any(
+            text in str(current) for text in _NO_ASYNCIO_LOOP
+        ):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """``exc`` is a trio cancellation, or a group holding one: the call was
+    cancelled from outside."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[0] is not None
+    return isinstance(exc, trio.Cancelled)
 
 
 def only_disconnects(exc: BaseException) -> bool:

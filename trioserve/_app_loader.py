@@ -31,8 +31,13 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
     Raises:
       AppLoadError: with a one-line reason.
     """
-    module_name, _, attr_path = spec.partition(":")
+    module_name, colon, attr_path = spec.partition(":")
     attr_path = attr_path or "app"
+    if _names_a_file(module_name, app_dir):
+        raise AppLoadError(
+            f"invalid app {spec!r}: give a module name, not a file; did you mean "
+            f"{_module_spelling(module_name, attr_path)}?"
+        )
     if not module_name or not all(part.isidentifier() for part in attr_path.split(".")):
         raise AppLoadError(f"invalid app {spec!r}: expected 'module:attribute'")
     if app_dir is not None:
@@ -46,7 +51,7 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
         if exc.name is not None and (
             module_name == exc.name or module_name.startswith(exc.name + ".")
         ):
-            raise AppLoadError(f"module {module_name!r} not found") from exc
+            raise AppLoadError(_not_found(module_name, app_dir)) from exc
         raise AppLoadError(f"error importing module {module_name!r}: {exc}") from exc
     except Exception as exc:
         raise AppLoadError(
@@ -57,9 +62,7 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AppLoadError(
-                f"attribute {attr_path!r} not found in module {module_name!r}"
-            ) from None
+            raise AppLoadError(_no_attribute(module, module_name, attr_path, colon)) from None
     if factory:
         if not callable(obj):
             raise AppLoadError(f"app factory {spec!r} is not callable")
@@ -70,6 +73,78 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
     if not callable(obj):
         raise AppLoadError(f"{spec!r} is not callable (got {type(obj).__name__})")
     return to_asgi3(obj, spec)
+
+
+#: Directories below the working directory where a missing module is looked for,
+#: to name it in the error: only these, so that the look stays cheap.
+_LOOK_IN = ("src", "app")
+#: ASGI apps the attribute error names at most.
+_APPS_SHOWN = 5
+
+
+def _names_a_file(module_name: str, app_dir: str | None) -> bool:
+    """``module_name`` is a path (``app.py``, ``src/app.py``) rather than a
+    module name; ``app.py`` counts only when the file is there, since it could
+    also name a module ``py`` in a package ``app``."""
+    if "/" in module_name or os.sep in module_name:
+        return True
+    base = app_dir if app_dir is not None else "."
+    return module_name.endswith(".py") and os.path.isfile(os.path.join(base, module_name))
+
+
+def _module_spelling(path: str, attr_path: str) -> str:
+    """How the command names the app in the file ``path``: ``'app:app'``, with
+    ``--app-dir`` when the file is in another directory."""
+    directory, _, name = path.replace(os.sep, "/").rpartition("/")
+    name = name.removesuffix(".py")
+    spelling = f"'{name}:{attr_path}'"
+    return f"'--app-dir {directory} {name}:{attr_path}'" if directory else spelling
+
+
+def _not_found(module_name: str, app_dir: str | None) -> str:
+    where = app_dir or os.getcwd()
+    message = f"module {module_name!r} not found in {where}"
+    top = module_name.partition(".")[0]
+    for sub in (*_LOOK_IN, *_subdirectories(os.getcwd())):
+        base = os.path.join(os.getcwd(), sub)
+        if os.path.isfile(os.path.join(base, top + ".py")) or os.path.isfile(
+            os.path.join(base, top, "__init__.py")
+        ):
+            return f"{message}; it is in {sub}/: pass --app-dir {sub}"
+    return f"{message}; run trioserve from the app's directory or pass --app-dir DIR"
+
+
+def _subdirectories(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as entries:
+            names = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted(name for name in names if name not in _LOOK_IN)[:50]
+
+
+def _no_attribute(module: Any, module_name: str, attr_path: str, colon: str) -> str:
+    message = f"attribute {attr_path!r} not found in module {module_name!r}"
+    if not colon:
+        message += f" ({module_name!r} means '{module_name}:app')"
+    apps = [
+        name
+        for name, value in sorted(vars(module).items())
+        if not name.startswith("_") and _looks_like_asgi(value)
+    ]
+    if not apps:
+        return message + "; it has nothing that looks like an ASGI app"
+    shown = ", ".join(f"'{module_name}:{name}'" for name in apps[:_APPS_SHOWN])
+    return f"{message}; ASGI apps in it: {shown}"
+
+
+def _looks_like_asgi(value: Any) -> bool:
+    if inspect.isclass(value) or inspect.ismodule(value) or not callable(value):
+        return False
+    try:
+        return _is_coroutine_callable(value) and _positional_count(value) == 3
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_coroutine_callable(obj: Any) -> bool:

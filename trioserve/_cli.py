@@ -612,6 +612,9 @@ def run_app(
         asgi_app = load_app(app, factory=factory, app_dir=app_dir)
     except AppLoadError as exc:
         _fail(str(exc), 3)
+    except KeyboardInterrupt:
+        # A Ctrl+C while the app is imported: the user wants out, quietly.
+        sys.exit(130)
     # Everything imported so far (trio, h11, the app and its framework) lives as
     # long as the process: moving it out of the collector's reach makes every full
     # collection cheaper, which shows in throughput and p99 (docs/performance.md).

@@ -10,12 +10,16 @@ sends ``lifespan.shutdown`` and waits for the answer, each under its own deadlin
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._app_call import Outcome, call_app
 from ._errors import LifespanFailure, LocalProtocolError
+
+if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -24,6 +28,24 @@ if TYPE_CHECKING:
 __all__ = ["Lifespan"]
 
 error_logger = logging.getLogger("trioserve.error")
+
+#: Seconds an app that answered ``lifespan.startup.failed`` gets to raise or return.
+_FAILED_APP_GRACE = 1.0
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception (the first of a group), on one line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _last_line(message: object) -> str:
+    """The last non-blank line of a ``failed`` message: the exception line of a
+    traceback, which some frameworks send whole."""
+    lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
 
 
 class Lifespan:
@@ -46,6 +68,8 @@ class Lifespan:
         self._shutdown_requested = trio.Event()
         self._finished = trio.Event()
         self._failure: str | None = None
+        #: What the app raised during startup, as one line, if it did.
+        self._raised: str | None = None
         self._unsupported = False
         self._scope: trio.CancelScope | None = None
         self._startup_delivered = False
@@ -65,11 +89,15 @@ class Lifespan:
         if timeout.cancelled_caught:
             self._cancel()
             raise LifespanFailure(
-                f"Lifespan startup did not finish within {self._config.startup_timeout:g}s"
+                f"lifespan startup did not finish within {self._config.startup_timeout:g}s"
             )
         if self._failure is not None:
+            # An app that answers lifespan.startup.failed may raise right after
+            # (Starlette does): its exception says best what went wrong.
+            with trio.move_on_after(_FAILED_APP_GRACE):
+                await self._finished.wait()
             self._cancel()
-            raise LifespanFailure(self._failure)
+            raise LifespanFailure(self._raised or self._failure)
 
     async def shutdown(self) -> None:
         """Send ``lifespan.shutdown`` and wait for the app's answer (never raises)."""
@@ -79,17 +107,20 @@ class Lifespan:
         self._phase = "shutdown"
         self._answered = trio.Event()
         self._shutdown_requested.set()
-        # One deadline for the whole phase: the answer, then the app's return.
-        with trio.move_on_after(self._config.shutdown_timeout) as timeout:
-            await self._answered.wait()
-            if self._failure is not None:
-                error_logger.error("Lifespan shutdown failed: %s", self._failure)
-            await self._finished.wait()
-        if timeout.cancelled_caught and not self._answered.is_set():
-            error_logger.error(
-                "Lifespan shutdown did not finish within %gs", self._config.shutdown_timeout
-            )
-        self._cancel()
+        try:
+            # One deadline for the whole phase: the answer, then the app's return.
+            with trio.move_on_after(self._config.shutdown_timeout) as timeout:
+                await self._answered.wait()
+                if self._failure is not None:
+                    error_logger.error("L%s", self._failure[1:])
+                await self._finished.wait()
+            if timeout.cancelled_caught and not self._answered.is_set():
+                error_logger.error(
+                    "Lifespan shutdown did not finish within %gs", self._config.shutdown_timeout
+                )
+        finally:
+            # Also when a forced stop cancels the wait: the app's task ends with it.
+            self._cancel()
 
     def _cancel(self) -> None:
         if self._scope is not None:
@@ -117,19 +148,23 @@ class Lifespan:
 
     def _app_raised(self, exc: BaseException) -> None:
         if self._phase == "startup":
-            if self._config.lifespan == "auto":
-                self._not_supported(f"the app raised {type(exc).__name__}: {exc}")
+            speaks_lifespan = self._startup_delivered or self._failure is not None
+            if self._config.lifespan == "auto" and not speaks_lifespan:
+                # Raised before it asked for lifespan.startup: an app that serves
+                # HTTP only and rejects other scope types.
+                self._not_supported(f"the app raised {_one_line(exc)}")
                 error_logger.debug("Lifespan error", exc_info=exc)
             else:
-                self._failure = f"Lifespan startup raised {type(exc).__name__}: {exc}"
+                self._raised = f"lifespan startup failed: {_one_line(exc)}"
+                self._failure = self._failure or self._raised
                 error_logger.error("Exception in lifespan startup", exc_info=exc)
         else:
-            self._failure = f"{type(exc).__name__}: {exc}"
+            self._failure = f"lifespan shutdown failed: {_one_line(exc)}"
             error_logger.error("Exception in lifespan", exc_info=exc)
 
     def _not_supported(self, why: str) -> None:
         if self._config.lifespan == "on":
-            self._failure = f"Lifespan is required (lifespan='on') but {why}"
+            self._failure = f"lifespan is required (lifespan='on') but {why}"
         else:
             self._unsupported = True
             error_logger.info("ASGI 'lifespan' protocol appears unsupported (%s)", why)
@@ -151,7 +186,7 @@ class Lifespan:
                 self._phase = "serving"
             self._answered.set()
         elif kind == expected + "failed":
-            self._failure = f"{kind}: {message.get('message') or '(no message)'}"
+            self._failure = f"lifespan {self._phase} failed: {_last_line(message.get('message'))}"
             self._answered.set()
         else:
             raise LocalProtocolError(

@@ -29,8 +29,10 @@ read the terminal), so a Ctrl+C typed in the terminal, or a signal sent to the
 whole group (``timeout``, a process manager), reaches it as well as the
 reloader's SIGTERM: the child acts on the first SIGINT or SIGTERM it gets and
 ignores the ones after it (and SIGHUP), leaving the decision to cut the graceful
-shutdown short to the reloader. A second signal to the reloader kills the child
-at once (exit 130), and a child that outlives ``graceful_timeout +
+shutdown short to the reloader. A second signal to the reloader forces the
+child's stop: a line on the pipe, after which the child cancels its requests
+(answering 503 where it can) and exits, or is killed 2 seconds later; the
+reloader exits 130. A child that outlives ``graceful_timeout +
 shutdown_timeout`` plus a margin is killed too.
 """
 
@@ -53,6 +55,7 @@ import trio
 from ._config import Config
 from ._errors import BindError, ConfigError, LifespanFailure
 from ._listeners import UnixSocketListener, open_listeners_with_tls
+from ._serve import ServerControl
 from ._types import ASGIApp
 
 __all__ = ["ReloadFilter", "ServerCommand", "run_child", "run_reloader"]
@@ -67,6 +70,9 @@ DEFAULT_EXCLUDES = (".*", "*.py[cod]", "*~", "~*", "__pycache__")
 #: Beyond the server's own shutdown deadlines, before a child that will not stop is
 #: killed.
 _KILL_MARGIN = 5.0
+#: Seconds a child forced to stop (a second signal) gets to cancel its requests,
+#: answer their clients and exit, before it is killed.
+_FORCE_MARGIN = 2.0
 _CHILD_CODE = "from trioserve._reload import run_child; run_child()"
 #: What stops the reloader (and its child, gracefully).
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -209,10 +215,13 @@ def run_child() -> None:
 
     control_fd = int(sys.argv[1])
     try:
-        line = _read_line(control_fd)
+        line, forced = _read_line(control_fd)
     except EOFError:
         # The reloader went away before saying what to serve.
         sys.exit(1)
+    if forced:
+        # A second Ctrl+C to the reloader before this process began serving.
+        sys.exit(130)
     try:
         spec = json.loads(line)
         config = Config(**spec["config"])
@@ -239,34 +248,40 @@ def run_child() -> None:
         sys.exit(130)
 
 
-def _read_line(fd: int) -> bytes:
-    # Byte by byte would do too; the reloader writes this one line and no more,
-    # so a larger read never takes anything that comes after it.
+def _read_line(fd: int) -> tuple[bytes, bool]:
+    """The spec line, and whether more came behind it (a forced stop)."""
     data = b""
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         chunk = os.read(fd, 65536)
         if not chunk:
             raise EOFError("the reloader closed the pipe")
         data += chunk
-    return data
+    line, _, rest = data.partition(b"\n")
+    return line, bool(rest)
 
 
 async def _serve_child(
     control_fd: int, app: ASGIApp, config: Config, notifier: object = None
-) -> None:
-    """Serve in the reloader's child until a signal or the reloader's end."""
-    from ._worker import serve_until
+) -> int:
+    """Serve in the reloader's child until a signal or the reloader's end; 130
+    when the reloader forced the stop."""
+    from ._worker import serve_until, watch_control_pipe
 
     stop = trio.Event()
+    # The reloader is the process the user started and signals.
+    control = ServerControl(pid=os.getppid(), interactive=True)
     error: ConfigError | LifespanFailure | BindError | None = None
 
     async def serve_then_cancel(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve_until(app, config, stop, task_status=task_status)
+        await serve_until(app, config, stop, control=control, task_status=task_status)
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(_child_signals, stop)
-        nursery.start_soon(_watch_reloader, control_fd, stop)
+        await nursery.start(_child_signals, stop, control)
+        pipe = trio.lowlevel.FdStream(control_fd)
+        nursery.start_soon(
+            watch_control_pipe, pipe, stop, control, nursery.cancel_scope, "reloader"
+        )
         try:
             await nursery.start(serve_then_cancel)
         except (ConfigError, LifespanFailure, BindError) as exc:
@@ -275,10 +290,14 @@ async def _serve_child(
             nursery.cancel_scope.cancel()
     if error is not None:
         raise error
+    return 130 if control.forced else 0
 
 
 async def _child_signals(
-    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    stop: trio.Event,
+    control: ServerControl,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     from ._logging import reopen_log_files
 
@@ -294,21 +313,13 @@ async def _child_signals(
                 # which got it too, stops this process.
                 continue
             elif not stop.is_set():
-                logger.info("Received %s; shutting down gracefully", name)
+                # The server logs the line, with what is in flight.
+                control.stop_requested(f"Received {name}")
                 stop.set()
             else:
                 # The same stop reaching us twice (a group signal, then the
                 # reloader's SIGTERM); cutting it short is the reloader's call.
                 logger.debug("Received %s again; still shutting down gracefully", name)
-
-
-async def _watch_reloader(control_fd: int, stop: trio.Event) -> None:
-    async with trio.lowlevel.FdStream(control_fd) as control:
-        while await control.receive_some():
-            pass
-    if not stop.is_set():
-        logger.warning("The reloader is gone; shutting down")
-        stop.set()
 
 
 class _Reloader:
@@ -322,6 +333,8 @@ class _Reloader:
         self.fds: tuple[int, ...] = ()
         self.payload = b""
         self.child: trio.Process | None = None
+        #: The reloader's end of the running child's pipe.
+        self.pipe: trio.lowlevel.FdStream | None = None
         self.stopping = trio.Event()
         self.stop_watching = trio.Event()
         self.hurried = False
@@ -413,6 +426,7 @@ class _Reloader:
             await pipe.send_all(self.payload)
         logger.info("Started server process %d", process.pid)
         self.child = process
+        self.pipe = pipe
         nursery.start_soon(self._report_exit, process, pipe)
         return process
 
@@ -453,10 +467,23 @@ class _Reloader:
                 self.stopping.set()
                 self.send_event.send_nowait(("stop", None))
                 continue
-            logger.warning("Received %s again; killing the server process", name)
+            logger.warning("Received %s again; stopping the server process now", name)
             self.hurried = True
-            if self.child is not None and self.child.returncode is None:
-                self.child.kill()
+            child, pipe = self.child, self.pipe
+            if child is not None and child.returncode is None and pipe is not None:
+                await self._force_child(child, pipe)
+
+    async def _force_child(self, child: trio.Process, pipe: trio.lowlevel.FdStream) -> None:
+        """Ask the child to stop at once (its requests get a 503); kill it if it
+        has not exited within :data:`_FORCE_MARGIN`."""
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+        ):
+            await pipe.send_all(b"force\n")
+        with trio.move_on_after(_FORCE_MARGIN):
+            await child.wait()
+        if child.returncode is None:
+            child.kill()
 
     async def _watch(self) -> None:
         import watchfiles

@@ -167,3 +167,29 @@ class ServerState:
             connection.shutdown_nowait()
         for handshake in self.handshakes:
             handshake.cancel()
+
+    # -- what a shutdown reports ---------------------------------------------------
+
+    #: Requests the server cancelled (a forced stop, the graceful deadline), and
+    #: the first few of them as request lines; see :meth:`note_cancelled`.
+    _cancelled_count = 0
+    _cancelled_shown: tuple[str, ...] = ()
+
+    def in_flight(self) -> int:
+        """Requests and websocket sessions being served now."""
+        return self.active_requests
+
+    def note_cancelled(self, description: str) -> None:
+        """Count a request (or websocket) that the server cancelled while the app
+        served it; ``description`` (``"GET /slow"``) is kept for the first few."""
+        self._cancelled_count += 1
+        if len(self._cancelled_shown) < _CANCELLED_KEPT:
+            self._cancelled_shown = (*self._cancelled_shown, description)
+
+    def cancelled_requests(self) -> tuple[int, tuple[str, ...]]:
+        """How many requests the server cancelled, and the first few of them."""
+        return self._cancelled_count, self._cancelled_shown
+
+
+#: Request lines of cancelled requests kept for the log line.
+_CANCELLED_KEPT = 5

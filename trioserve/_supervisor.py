@@ -48,6 +48,7 @@ import trio
 from ._config import Config
 from ._listeners import UnixSocketListener, listener_url, open_listeners_with_tls
 from ._logging import reopen_log_files
+from ._serve import startup_line
 from ._systemd import Notifier
 from ._tls import create_server_tls
 from ._worker import WorkerSpec, encode_spec
@@ -59,6 +60,9 @@ logger = logging.getLogger("trioserve.error")
 #: Seconds a stopping worker gets beyond ``graceful_timeout`` and
 #: ``shutdown_timeout`` (for leaving the process) before it is killed.
 KILL_MARGIN = 5.0
+#: Seconds a worker forced to stop (a second SIGINT or SIGTERM) gets to cancel its
+#: requests, answer their clients and exit, before it is killed.
+FORCE_MARGIN = 2.0
 #: Seconds between RSS samples when ``worker_max_rss`` is set.
 RSS_INTERVAL = 1.0
 #: Restart delay after a crash: doubles with each crash in a row, up to the maximum.
@@ -123,6 +127,8 @@ class _Worker:
         #: ``worker_max_rss`` does not apply: the worker was over it once started.
         self.rss_exempt = False
         self.error: tuple[int, str] | None = None
+        #: The supervisor's end of the control pipe, once the worker runs.
+        self.control: trio.lowlevel.FdStream | None = None
         # Set once it is ready or has exited, whichever comes first.
         self.settled = trio.Event()
         self.exited = trio.Event()
@@ -411,7 +417,7 @@ class _Supervisor:
         worker = _Worker(process)
         self.live.add(worker)
         task_status.started(worker)
-        control = trio.lowlevel.FdStream(control_write)
+        control = worker.control = trio.lowlevel.FdStream(control_write)
         status = trio.lowlevel.FdStream(status_read)
         try:
             # If it died at once, the status pipe's EOF says so.
@@ -464,12 +470,19 @@ class _Supervisor:
             name = signal.Signals(signum).name
             if signum in (signal.SIGINT, signal.SIGTERM):
                 if self.stopping.is_set():
-                    logger.warning("Received %s again; killing the workers", name)
+                    logger.warning("Received %s again; stopping the workers now", name)
                     self.result = (130, self.result[1])
+                    assert self.service_nursery is not None
                     for worker in list(self.live):
-                        worker.kill()
+                        self.service_nursery.start_soon(self._force, worker)
                     continue
-                logger.info("Received %s; stopping the workers gracefully", name)
+                logger.info(
+                    "Received %s; stopping the workers gracefully (%d running, up to %gs); "
+                    "press Ctrl+C again to force",
+                    name,
+                    len(self.live),
+                    self.config.graceful_timeout,
+                )
                 self._request_stop()
             elif self.stopping.is_set():
                 continue
@@ -495,6 +508,19 @@ class _Supervisor:
                     if worker.ready:
                         worker.send_signal(signal.SIGUSR1)
                 logger.info("Received SIGUSR1; reopened the log files")
+
+    async def _force(self, worker: _Worker) -> None:
+        """Ask ``worker`` to stop at once (its requests get a 503); kill it if it
+        has not exited within :data:`FORCE_MARGIN`."""
+        if worker.control is not None:
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+            ):
+                await worker.control.send_all(b"force\n")
+        with trio.move_on_after(FORCE_MARGIN):
+            await worker.exited.wait()
+            return
+        worker.kill()
 
     def _check_fresh_rss(self, worker: _Worker) -> None:
         """Exempt from ``worker_max_rss`` a worker over it as soon as it is ready:
@@ -569,10 +595,9 @@ async def supervise(
                 insecure = await open_listeners_with_tls(
                     config.replace(bind=config.insecure_bind, insecure_bind=()), None
                 )
-            for listener in secure:
-                logger.info("Serving on %s", listener_url(listener, scheme))
-            for listener in insecure:
-                logger.info("Serving on %s", listener_url(listener, "http"))
+            urls = [listener_url(listener, scheme) for listener in secure]
+            urls += [listener_url(listener, "http") for listener in insecure]
+            logger.info(startup_line(urls, os.getpid(), True, config.workers))
             worker_config = config.replace(
                 bind=[f"fd://{_listener_fd(listener)}" for listener in secure],
                 insecure_bind=[f"fd://{_listener_fd(listener)}" for listener in insecure],

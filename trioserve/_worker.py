@@ -7,7 +7,8 @@ trioserve._worker import main; main()' CONTROL_FD STATUS_FD``, with the listenin
 
 - it reads its :class:`WorkerSpec` (the configuration and where the app is)
   from the control pipe, pickled behind an 8-byte length; the pipe then stays
-  open, and its end (EOF) means the supervisor is gone: the worker shuts down;
+  open: a line on it (a second Ctrl+C to the supervisor) forces the stop, and
+  its end (EOF) means the supervisor is gone: the worker shuts down;
 - it loads the app, serves, and writes one line per message to the status
   pipe: ``ready`` once it is listening, ``beat`` every heartbeat interval from
   a task of its event loop (a loop that is blocked stops the beats, and the
@@ -42,7 +43,7 @@ import trio
 from ._config import Config
 from ._errors import AppLoadError, BindError, ConfigError, LifespanFailure
 from ._listeners import open_listeners_with_tls
-from ._serve import serve_listeners
+from ._serve import ServerControl, serve_listeners
 from ._systemd import Notifier
 from ._tls import create_server_tls
 from ._types import ASGIApp
@@ -54,6 +55,7 @@ __all__ = [
     "main",
     "serve_in_process",
     "serve_until",
+    "watch_control_pipe",
 ]
 
 logger = logging.getLogger("trioserve.error")
@@ -94,12 +96,14 @@ async def serve_until(
     stop: trio.Event,
     *,
     max_requests_reached: trio.Event | None = None,
+    control: ServerControl | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`trioserve.serve` that shuts down when ``stop`` is set and installs
     no signal handlers (the caller decides what a signal means). With
     ``max_requests_reached``, reaching ``max_requests`` sets it instead of
-    shutting down."""
+    shutting down. ``control`` names the process in the log lines and can force
+    the stop."""
     tls = create_server_tls(config)
     await serve_listeners(
         app,
@@ -110,6 +114,7 @@ async def serve_until(
         shutdown_trigger=stop.wait,
         install_signal_handlers=False,
         max_requests_reached=max_requests_reached,
+        control=control,
     )
 
 
@@ -120,10 +125,16 @@ async def _serve_then_cancel(
     scope: trio.CancelScope,
     *,
     max_requests_reached: trio.Event | None = None,
+    control: ServerControl | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await serve_until(
-        app, config, stop, max_requests_reached=max_requests_reached, task_status=task_status
+        app,
+        config,
+        stop,
+        max_requests_reached=max_requests_reached,
+        control=control,
+        task_status=task_status,
     )
     scope.cancel()
 
@@ -144,11 +155,18 @@ async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | No
     """
     stop = trio.Event()
     hurried = trio.Event()
+    control = ServerControl(pid=os.getpid(), interactive=True)
     error: ConfigError | LifespanFailure | BindError | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(_act_on_signals, stop, hurried, notifier, nursery.cancel_scope)
+        await nursery.start(_act_on_signals, stop, hurried, notifier, nursery.cancel_scope, control)
         try:
-            await nursery.start(_serve_then_cancel, app, config, stop, nursery.cancel_scope)
+            await nursery.start(
+                partial(_serve_then_cancel, control=control),
+                app,
+                config,
+                stop,
+                nursery.cancel_scope,
+            )
         except (ConfigError, LifespanFailure, BindError) as exc:
             # Raised outside the nursery, so that the caller sees the error itself.
             error = exc
@@ -169,6 +187,7 @@ async def _act_on_signals(
     hurried: trio.Event,
     notifier: Notifier | None,
     scope: trio.CancelScope,
+    control: ServerControl,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -185,10 +204,12 @@ async def _act_on_signals(
                 # As the supervisor and the reloader do: a second signal means now.
                 logger.warning("Received %s again; exiting now", name)
                 hurried.set()
+                control.force()
                 scope.cancel()
                 return
             else:
-                logger.info("Received %s; shutting down gracefully", name)
+                # The server logs the line, with what is in flight.
+                control.stop_requested(f"Received {name}")
                 if notifier is not None:
                     notifier.notify("STOPPING=1")
                 stop.set()
@@ -218,16 +239,32 @@ def _error_line(code: int, message: str) -> bytes:
     return f"error {code} {' '.join(message.split())}\n".encode()
 
 
-async def _watch_supervisor(control: trio.lowlevel.FdStream, stop: trio.Event) -> None:
-    async with control:
-        while await control.receive_some():
-            pass
-    logger.warning("The supervisor is gone; shutting down")
-    stop.set()
+async def watch_control_pipe(
+    pipe: trio.lowlevel.FdStream,
+    stop: trio.Event,
+    control: ServerControl,
+    scope: trio.CancelScope,
+    parent: str,
+) -> None:
+    """Read the pipe from the parent process (the supervisor, the reloader) after
+    the spec: a line on it forces the stop, its end (the parent is gone) is a
+    graceful one."""
+    async with pipe:
+        while await pipe.receive_some():
+            if not control.forced:
+                logger.warning("Stopping now: the %s forced the stop", parent)
+                control.force()
+                scope.cancel()
+    if not stop.is_set():
+        logger.warning("The %s is gone; shutting down", parent)
+        stop.set()
 
 
 async def _handle_signals(
-    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    stop: trio.Event,
+    control: ServerControl,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     from ._logging import reopen_log_files
 
@@ -235,6 +272,8 @@ async def _handle_signals(
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGTERM:
+                # The supervisor logs the signal it got; the server logs its
+                # shutdown, with what is in flight.
                 stop.set()
             elif signum == signal.SIGUSR1:
                 reopen_log_files()
@@ -268,12 +307,16 @@ async def _run(app: ASGIApp, config: Config, control_fd: int, status_fd: int) ->
     stop = trio.Event()
     recycle = trio.Event()
     code = 0
+    control = ServerControl(pid=os.getpid(), interactive=False, announce=False)
     async with status, trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_supervisor, trio.lowlevel.FdStream(control_fd), stop)
-        await nursery.start(_handle_signals, stop)
+        pipe = trio.lowlevel.FdStream(control_fd)
+        nursery.start_soon(
+            watch_control_pipe, pipe, stop, control, nursery.cancel_scope, "supervisor"
+        )
+        await nursery.start(_handle_signals, stop, control)
         try:
             await nursery.start(
-                partial(_serve_then_cancel, max_requests_reached=recycle),
+                partial(_serve_then_cancel, max_requests_reached=recycle, control=control),
                 app,
                 config,
                 stop,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .._app_call import Outcome, call_app, only_disconnects
+from .._app_call import Outcome, call_app, is_cancellation, only_disconnects
 from .._errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
 from ..protocol._asgi import (
     ResponseState,
@@ -44,6 +44,8 @@ __all__ = ["SAFE_METHODS", "RequestChannel", "RequestCycle", "ResponseHead"]
 
 error_logger = logging.getLogger("trioserve.error")
 
+#: Seconds the server waits to write a 503 to the client of a request it cancels.
+CANCELLED_ANSWER_TIMEOUT = 1.0
 #: Methods cancelled on a client hang-up under ``cancel_on_disconnect="safe"``.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -213,11 +215,19 @@ class RequestCycle:
             outcome = await call_app(
                 self._server.app, self.scope, self.receive, self.send, self._app_failed
             )
-        except BaseException:
+        except BaseException as exc:
             # Cancellation (by a hang-up, or from outside: the shutdown deadline),
             # KeyboardInterrupt...: not the app's failure and not ours to stop.
             if self.cancelled_by_disconnect:
                 error_logger.debug("Client disconnected; cancelled %s", self._describe())
+            elif is_cancellation(exc):
+                # The server stops (a forced stop, the graceful deadline): a client
+                # still waiting for its answer is told so rather than left hanging.
+                self._server.note_cancelled(self._describe())
+                if not (self._head_written or channel.broken or channel.peer_closed):
+                    with trio.CancelScope(shield=True) as answer:
+                        answer.deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
+                        await channel.send_error(503)
             raise
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True

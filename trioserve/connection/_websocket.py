@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._app_call import Outcome, call_app, only_disconnects
+from .._app_call import Outcome, call_app, is_cancellation, only_disconnects
 from .._errors import ClientDisconnected, LocalProtocolError
 from ..protocol._asgi_ws import (
     SessionState,
@@ -181,6 +181,10 @@ class WebSocketSession:
             outcome = await call_app(
                 self._server.app, self.scope, self.receive, self.send, self._app_failed
             )
+        except BaseException as exc:
+            if is_cancellation(exc) and not self._peer_gone:
+                self._server.note_cancelled(f"WebSocket {self.scope['path']}")
+            raise
         finally:
             self._stop_keeper()
         if outcome is Outcome.RETURNED_VALUE:
