@@ -324,10 +324,13 @@ class Running:
         self.stderr = PipeReader(process.stderr)
 
     async def serving(self, scheme: str = "https?") -> str:
-        """The URL of the next ``Serving on`` line with ``scheme``."""
+        """The URL with ``scheme`` on the startup line (``Serving on`` and every
+        address served)."""
         with trio.fail_after(10):
-            match = await self.stderr.wait_for(rf"Serving on ({scheme}://127\.0\.0\.1:\d+)")
-        return match.group(1)
+            line = (await self.stderr.wait_for(r"Serving on ([^\n]*)\n")).group(1)
+        match = re.search(rf"\b{scheme}://127\.0\.0\.1:\d+", line)
+        assert match is not None, line
+        return match.group(0)
 
 
 @contextlib.asynccontextmanager

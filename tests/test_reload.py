@@ -543,7 +543,7 @@ async def test_without_watchfiles_reload_exits_2_with_one_line(
     async with started(app_dir, "app:app", "--reload", env={"PYTHONPATH": path}) as command:
         assert await command.finish() == 2
     assert command.log.text.splitlines() == [
-        "Error: reload needs the watchfiles package: pip install 'trioserve[reload]'"
+        "Error: reload needs the watchfiles package: pip install watchfiles"
     ]
 
 
