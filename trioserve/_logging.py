@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import ConfigError
 
@@ -105,6 +105,14 @@ def _request_header(scope: Mapping[str, Any], name: bytes) -> str:
     return "-"
 
 
+def _pid_atom(atoms: AccessLogAtoms) -> str:
+    return f"<{os.getpid()}>"
+
+
+def _time_atom(atoms: AccessLogAtoms) -> str:
+    return _log_time()
+
+
 class AccessLogAtoms(dict[str, str]):
     """The values a format string can use, by atom name (see ``docs/logging.md``).
 
@@ -143,7 +151,7 @@ class AccessLogAtoms(dict[str, str]):
         self["l"] = "-"
 
     def __missing__(self, key: str) -> str:
-        atom = _ATOMS.get(key)
+        atom = self._BY_NAME.get(key)
         if atom is not None:
             value = atom(self)
         elif key.startswith("{") and len(key) > 3 and key[-2] == "}":
@@ -169,7 +177,7 @@ class AccessLogAtoms(dict[str, str]):
             return "-" if variable is None else escape(variable)
         return "-"
 
-    # -- the atoms, by name (see _ATOMS) ---------------------------------------------
+    # -- the atoms, by name (see _BY_NAME) ---------------------------------------------
 
     def _client(self) -> str:
         client = self._scope.get("client")
@@ -244,40 +252,32 @@ class AccessLogAtoms(dict[str, str]):
     def _dash(self) -> str:
         return "-"
 
-
-def _pid(atoms: AccessLogAtoms) -> str:
-    return f"<{os.getpid()}>"
-
-
-def _time(atoms: AccessLogAtoms) -> str:
-    return _log_time()
-
-
-_ATOMS: dict[str, Callable[[AccessLogAtoms], str]] = {
-    "h": AccessLogAtoms._client,
-    "l": AccessLogAtoms._dash,
-    "u": AccessLogAtoms._dash,
-    "t": _time,
-    "r": AccessLogAtoms._request_line,
-    "R": AccessLogAtoms._request_line,
-    "s": AccessLogAtoms._status_code,
-    "st": AccessLogAtoms._status_phrase,
-    "S": AccessLogAtoms._scheme,
-    "m": AccessLogAtoms._method,
-    "U": AccessLogAtoms._path,
-    "q": AccessLogAtoms._query,
-    "Uq": AccessLogAtoms._path_query,
-    "H": AccessLogAtoms._protocol,
-    "b": AccessLogAtoms._clf_bytes,
-    "B": AccessLogAtoms._bytes_count,
-    "f": AccessLogAtoms._referer,
-    "a": AccessLogAtoms._user_agent,
-    "T": AccessLogAtoms._seconds,
-    "M": AccessLogAtoms._milliseconds,
-    "D": AccessLogAtoms._microseconds,
-    "L": AccessLogAtoms._decimal_seconds,
-    "p": _pid,
-}
+    #: Each atom's method, by name.
+    _BY_NAME: ClassVar[dict[str, Callable[[AccessLogAtoms], str]]] = {
+        "h": _client,
+        "l": _dash,
+        "u": _dash,
+        "t": _time_atom,
+        "r": _request_line,
+        "R": _request_line,
+        "s": _status_code,
+        "st": _status_phrase,
+        "S": _scheme,
+        "m": _method,
+        "U": _path,
+        "q": _query,
+        "Uq": _path_query,
+        "H": _protocol,
+        "b": _clf_bytes,
+        "B": _bytes_count,
+        "f": _referer,
+        "a": _user_agent,
+        "T": _seconds,
+        "M": _milliseconds,
+        "D": _microseconds,
+        "L": _decimal_seconds,
+        "p": _pid_atom,
+    }
 
 
 class AccessLogger:

@@ -195,9 +195,7 @@ def run_reloader(command: ServerCommand) -> int:
     try:
         import watchfiles  # noqa: F401 - only checked for here; _Reloader imports it
     except ImportError:
-        raise ConfigError(
-            "reload needs the watchfiles package: pip install watchfiles"
-        ) from None
+        raise ConfigError("reload needs the watchfiles package: pip install watchfiles") from None
     watch = ReloadFilter.from_config(command.config)
     return trio.run(_Reloader(command, watch).run)
 
