@@ -141,6 +141,19 @@ class _Worker:
         if self.process.returncode is None:
             self.process.kill()
 
+    async def force(self) -> None:
+        """Ask the worker to stop at once (its requests get a 503); kill it if it
+        has not exited within :data:`FORCE_MARGIN`."""
+        if self.control is not None:
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+            ):
+                await self.control.send_all(b"force\n")
+        with trio.move_on_after(FORCE_MARGIN):
+            await self.exited.wait()
+            return
+        self.kill()
+
 
 class _Slot:
     def __init__(self, number: int) -> None:
@@ -474,7 +487,7 @@ class _Supervisor:
                     self.result = (130, self.result[1])
                     assert self.service_nursery is not None
                     for worker in list(self.live):
-                        self.service_nursery.start_soon(self._force, worker)
+                        self.service_nursery.start_soon(worker.force)
                     continue
                 logger.info(
                     "Received %s; stopping the workers gracefully (%d running, up to %gs); "
@@ -508,19 +521,6 @@ class _Supervisor:
                     if worker.ready:
                         worker.send_signal(signal.SIGUSR1)
                 logger.info("Received SIGUSR1; reopened the log files")
-
-    async def _force(self, worker: _Worker) -> None:
-        """Ask ``worker`` to stop at once (its requests get a 503); kill it if it
-        has not exited within :data:`FORCE_MARGIN`."""
-        if worker.control is not None:
-            with contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
-            ):
-                await worker.control.send_all(b"force\n")
-        with trio.move_on_after(FORCE_MARGIN):
-            await worker.exited.wait()
-            return
-        worker.kill()
 
     def _check_fresh_rss(self, worker: _Worker) -> None:
         """Exempt from ``worker_max_rss`` a worker over it as soon as it is ready:

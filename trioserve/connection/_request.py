@@ -113,6 +113,14 @@ def _disconnect() -> Message:
     return {"type": "http.disconnect"}
 
 
+async def _answer_cancelled(channel: RequestChannel) -> None:
+    """Answer 503 to a request the server cancels before its response began, if
+    the client takes it within :data:`CANCELLED_ANSWER_TIMEOUT`."""
+    with trio.CancelScope(shield=True) as answer:
+        answer.deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
+        await channel.send_error(503)
+
+
 class RequestCycle:
     """One request and its response: the ASGI ``receive`` and ``send`` callables.
 
@@ -225,17 +233,14 @@ class RequestCycle:
                 # still waiting for its answer is told so rather than left hanging.
                 self._server.note_cancelled(self._describe())
                 if not (self._head_written or channel.broken or channel.peer_closed):
-                    with trio.CancelScope(shield=True) as answer:
-                        answer.deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
-                        await channel.send_error(503)
+                    await _answer_cancelled(channel)
             raise
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         if self._state is ResponseState.DONE:
-            # The whole response is on the wire, framed as announced: whatever the
-            # app did afterwards (raised, returned a value, sent one message too
-            # many) is logged and cannot confuse the client, so the connection stays
-            # open. Starlette's error middleware sends a whole 500 and re-raises.
+            # The whole response is on the wire, framed as announced: what the app
+            # did afterwards (raised, as Starlette's error middleware does after a
+            # whole 500; returned a value) is logged and the connection stays open.
             self.completed = True
             return
         if channel.broken or channel.peer_closed or (self.disconnected and not self._body_error):
@@ -263,13 +268,12 @@ class RequestCycle:
         status = self._sent_status
         if status is None and self.disconnected:
             status = 499  # nginx's "client closed request": nothing was sent
-        scope = self.scope
         access_log.log(
-            scope,
+            self.scope,
             status,
             (*self._headers, *self._own_headers) if self._head_written else (),
             # A response to HEAD announces a body that is never sent.
-            0 if scope["method"] == "HEAD" else self._bytes_sent,
+            0 if self.scope["method"] == "HEAD" else self._bytes_sent,
             time.perf_counter() - self._start_time,
         )
 
@@ -396,8 +400,7 @@ class RequestCycle:
         if server.extra_headers:
             headers = headers + server.extra_headers
         own = server.own_headers(headers)
-        # What goes out, for the access log.
-        self._headers = headers
+        self._headers = headers  # with _own_headers: what goes out, for the access log
         self._own_headers = own
         return self._status, headers, own
 
