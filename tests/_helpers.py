@@ -24,6 +24,7 @@ import h11
 import pytest
 import trio
 import trio.testing
+from click.testing import Result
 
 from trioserve import Config
 from trioserve.testing import TestClient, TestConnection
@@ -319,3 +320,23 @@ def free_port() -> int:
 def open_fds() -> int:
     """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
+    """trioserve's own errors through click's runner: the exit code, and stderr is
+    one ``Error:`` line (after any ``Warning:`` lines) containing ``fragments``;
+    nothing on stdout, no traceback. Returns the line."""
+    assert result.exit_code == code, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("Warning: ")]
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.startswith("Error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line

@@ -1,12 +1,19 @@
-"""Readers for a subprocess's output pipe, shared by the tests that run trioserve
-(or gunicorn) as a real process: :class:`PipeReader` searches everything read so
-far; :class:`LogWatch` looks only past its last match, for logs where the same
-line comes again."""
+"""Running trioserve (or gunicorn) as a real process in tests: :func:`running` and
+:func:`wait_for_exit` start and end the command; :class:`PipeReader` searches
+everything read so far from an output pipe; :class:`LogWatch` looks only past its
+last match, for logs where the same line comes again."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 
@@ -83,3 +90,72 @@ class LogWatch:
         while data := await self.stream.receive_some():
             self.text += data.decode()
         return self.text
+
+
+def clean_environment(extra: dict[str, str], *paths: Path) -> dict[str, str]:
+    """This process's environment without ``TRIOSERVE_*`` variables (the command
+    reports unknown ones), with ``paths`` first on ``PYTHONPATH`` and ``extra``
+    set."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
+    path = [*map(str, paths), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+    environment["PYTHONPATH"] = os.pathsep.join(path)
+    environment.update(extra)
+    return environment
+
+
+async def wait_for_exit(process: trio.Process, *pipes: PipeReader, seconds: float = 15) -> None:
+    """Wait until ``process`` exits and read the rest of ``pipes``; past ``seconds``
+    fail, and kill the process if it still runs."""
+    try:
+        with trio.fail_after(seconds):
+            await process.wait()
+            for pipe in pipes:
+                await pipe.read_rest()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
+class Running:
+    """``python -m trioserve ARGS`` in a subprocess, and its two output pipes."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stdout = PipeReader(process.stdout)
+        self.stderr = PipeReader(process.stderr)
+
+    async def serving(self, scheme: str = "https?") -> str:
+        """The URL with ``scheme`` on the startup line (``Serving on`` and every
+        address served)."""
+        with trio.fail_after(10):
+            line = (await self.stderr.wait_for(r"Serving on ([^\n]*)\n")).group(1)
+        match = re.search(rf"\b{scheme}://127\.0\.0\.1:\d+", line)
+        assert match is not None, line
+        return match.group(0)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    args: list[str], cwd: Path, env: dict[str, str], *, stdin: int | None = None
+) -> AsyncIterator[Running]:
+    """Run ``python -m trioserve ARGS`` in ``cwd`` with the environment ``env``;
+    when the block ends, SIGTERM it and check that it exits 0 without a
+    traceback."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioserve", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(cwd),
+        env=env,
+    )
+    command = Running(process)
+    try:
+        yield command
+        process.send_signal(signal.SIGTERM)
+    finally:
+        await wait_for_exit(process, command.stdout, command.stderr, seconds=10)
+    assert process.returncode == 0, command.stderr.text
+    assert "Traceback" not in command.stdout.text + command.stderr.text

@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from _helpers import assert_one_line_error
 from _pipes import PipeReader
 from click.testing import CliRunner, Result
 
@@ -125,22 +126,6 @@ def isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     runner = CliRunner()
     return runner.invoke(cli, list(args), env=env or {}, prog_name="trioserve")
-
-
-def assert_one_line_error(result: Result, code: int, *fragments: str) -> str:
-    """trioserve's own errors: the exit code, and stderr is one ``Error:`` line
-    (after any ``Warning:`` lines) containing ``fragments``; nothing on stdout."""
-    assert result.exit_code == code, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("Warning: ")]
-    assert len(lines) == 1, result.stderr
-    [line] = lines
-    assert line.startswith("Error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 # -- help and version -----------------------------------------------------------------

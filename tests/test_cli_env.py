@@ -22,7 +22,6 @@ file) after the process has exited, so a missing line is really missing.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,8 @@ import click
 import httpx
 import pytest
 import trio
-from _pipes import PipeReader
+from _helpers import assert_one_line_error
+from _pipes import clean_environment, running
 from click.testing import CliRunner, Result
 
 from trioserve._cli import cli
@@ -59,27 +59,6 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=env or {}, prog_name="trioserve")
 
 
-def assert_usage_error(result: Result, *fragments: str) -> str:
-    """Usage errors: exit 2 and stderr is one ``Error:`` line containing
-    ``fragments`` (no usage block, no "Try" line); nothing on stdout."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    [line] = result.stderr.splitlines()
-    assert line.startswith("Error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
-
-
-def clean_environment(env: dict[str, str]) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
-    path = [str(APPS_DIR), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
-    environment["PYTHONPATH"] = os.pathsep.join(path)
-    environment.update(env)
-    return environment
-
-
 def run_command(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m trioserve ARGS`` that is expected to stop on its own."""
     return subprocess.run(
@@ -88,7 +67,7 @@ def run_command(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
         text=True,
         timeout=30,
         cwd=APPS_DIR,
-        env=clean_environment(env),
+        env=clean_environment(env, APPS_DIR),
     )
 
 
@@ -97,33 +76,12 @@ async def serve_one_request(
 ) -> tuple[httpx.Response, str, str]:
     """Run the command, GET /logged once it serves, SIGTERM it and wait for exit 0;
     return the response, all of stdout and all of stderr."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioserve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(cwd),
-        env=clean_environment(env),
-    )
-    stdout, stderr = PipeReader(process.stdout), PipeReader(process.stderr)
-    try:
-        with trio.fail_after(10):
-            url = (await stderr.wait_for(SERVING)).group(1)
+    async with running(args, cwd, clean_environment(env, APPS_DIR)) as command:
+        url = await command.serving("http")
         async with httpx.AsyncClient(trust_env=False) as client:
             with trio.fail_after(5):
                 response = await client.get(url + "/logged")
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
-            await stdout.read_rest()
-            await stderr.read_rest()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-    assert process.returncode == 0, stderr.text
-    assert "Traceback" not in stdout.text + stderr.text
-    return response, stdout.text, stderr.text
+    return response, command.stdout.text, command.stderr.text
 
 
 # -- the naming scheme ---------------------------------------------------------------------
@@ -274,7 +232,7 @@ def test_missing_app_names_the_variable_too() -> None:
 
 def test_unknown_flag_is_one_line_with_the_nearest_flag() -> None:
     """--worker-type is no flag of trioserve, uvicorn or Hypercorn."""
-    line = assert_usage_error(invoke(UNSERVED_APP, "--worker-type", "trio"))
+    line = assert_one_line_error(invoke(UNSERVED_APP, "--worker-type", "trio"), 2)
     assert line == (
         "Error: no such option '--worker-type' (did you mean '--workers'?); see 'trioserve --help'"
     )
@@ -289,7 +247,7 @@ def test_unknown_flag_is_one_line_with_the_nearest_flag() -> None:
     ],
 )
 def test_malformed_command_line_is_one_line(args: list[str], line: str) -> None:
-    assert assert_usage_error(invoke(UNSERVED_APP, *args)) == f"Error: {line}"
+    assert assert_one_line_error(invoke(UNSERVED_APP, *args), 2) == f"Error: {line}"
 
 
 @pytest.mark.parametrize(
@@ -329,7 +287,7 @@ def test_malformed_command_line_is_one_line(args: list[str], line: str) -> None:
 def test_badly_typed_flag_or_variable_is_one_line_naming_it(
     args: list[str], env: dict[str, str], line: str
 ) -> None:
-    assert assert_usage_error(invoke(UNSERVED_APP, *args, env=env), line) == f"Error: {line}"
+    assert assert_one_line_error(invoke(UNSERVED_APP, *args, env=env), 2, line) == f"Error: {line}"
 
 
 # -- the access log ------------------------------------------------------------------------

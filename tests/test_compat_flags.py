@@ -23,15 +23,11 @@ app its variables, and without python-dotenv is one line.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +36,8 @@ import httpx
 import pytest
 import trio
 import trustme
-from _helpers import free_port
-from _pipes import PipeReader
+from _helpers import assert_one_line_error, free_port
+from _pipes import clean_environment, running
 from click.testing import CliRunner, Result
 
 from trioserve._cli import cli
@@ -106,17 +102,6 @@ def parsed(*args: str) -> dict[str, Any]:
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, [UNSERVED_APP, *args], env={}, prog_name="trioserve")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    [line] = result.stderr.splitlines()
-    assert line.startswith("Error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -241,7 +226,7 @@ REFUSED = [
 def test_flag_without_a_trioserve_meaning_is_one_line_naming_it(flag: Any) -> None:
     for name in flag.names:
         args = [name, "x"] if flag.takes_value else [name]
-        line = assert_one_line_error(invoke(*args), f"({flag.server})", flag.names[-1])
+        line = assert_one_line_error(invoke(*args), 2, f"({flag.server})", flag.names[-1])
         verdict = "not supported by trioserve yet: " if "yet" in flag.meaning else "no meaning"
         assert verdict in line
 
@@ -263,7 +248,7 @@ def test_flag_without_a_trioserve_meaning_is_one_line_naming_it(flag: Any) -> No
     ],
 )
 def test_refused_value_or_missing_value_is_one_line(args: list[str], fragments: list[str]) -> None:
-    assert_one_line_error(invoke(*args), *fragments)
+    assert_one_line_error(invoke(*args), 2, *fragments)
 
 
 @pytest.mark.parametrize(
@@ -280,11 +265,13 @@ def test_refused_value_or_missing_value_is_one_line(args: list[str], fragments: 
     ],
 )
 def test_bad_alias_value_is_reported_under_the_alias_typed(args: list[str], line: str) -> None:
-    assert assert_one_line_error(invoke(*args)).startswith(f"Error: {line}")
+    assert assert_one_line_error(invoke(*args), 2).startswith(f"Error: {line}")
 
 
 def test_the_flag_typed_last_is_the_one_named() -> None:
-    line = assert_one_line_error(invoke("--timeout-keep-alive", "5", "--keep-alive-timeout", "x"))
+    line = assert_one_line_error(
+        invoke("--timeout-keep-alive", "5", "--keep-alive-timeout", "x"), 2
+    )
     assert line == "Error: --keep-alive-timeout must be a number, got 'x'"
 
 
@@ -297,7 +284,7 @@ def test_the_flag_typed_last_is_the_one_named() -> None:
     ],
 )
 def test_unknown_flag_suggests_the_nearest_alias_or_flag(typo: str, hint: str) -> None:
-    line = assert_one_line_error(invoke(typo, "1"))
+    line = assert_one_line_error(invoke(typo, "1"), 2)
     assert line == f"Error: no such option '{typo}' (did you mean {hint}?); see 'trioserve --help'"
 
 
@@ -315,65 +302,12 @@ def test_help_gives_the_aliases_one_line_and_lists_none() -> None:
 # -- real processes -----------------------------------------------------------------------
 
 
-class Running:
-    """``python -m trioserve ARGS`` in a subprocess, and its two output pipes."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stdout = PipeReader(process.stdout)
-        self.stderr = PipeReader(process.stderr)
-
-    async def serving(self, scheme: str = "https?") -> str:
-        """The URL with ``scheme`` on the startup line (``Serving on`` and every
-        address served)."""
-        with trio.fail_after(10):
-            line = (await self.stderr.wait_for(r"Serving on ([^\n]*)\n")).group(1)
-        match = re.search(rf"\b{scheme}://127\.0\.0\.1:\d+", line)
-        assert match is not None, line
-        return match.group(0)
-
-
-@contextlib.asynccontextmanager
-async def running(
-    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, stdin: int | None = None
-) -> AsyncIterator[Running]:
-    """Run ``python -m trioserve ARGS``; when the block ends, SIGTERM it and check
-    that it exits 0 without a traceback."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
-    path = [str(APPS_DIR), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
-    environment["PYTHONPATH"] = os.pathsep.join(path)
-    environment.update(env or {})
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioserve", *args],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(cwd),
-        env=environment,
-    )
-    command = Running(process)
-    try:
-        yield command
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
-            await command.stdout.read_rest()
-            await command.stderr.read_rest()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-    assert process.returncode == 0, command.stderr.text
-    assert "Traceback" not in command.stdout.text + command.stderr.text
-
-
 async def run_until_served(
     args: list[str], cwd: Path, *, verify: Any = False, env: dict[str, str] | None = None
 ) -> tuple[httpx.Response, str, str]:
     """Run ``python -m trioserve ARGS``, GET / once it serves, SIGTERM it; return the
     response and both outputs, after checking exit 0 and no traceback."""
-    async with running(args, cwd, env=env) as command:
+    async with running(args, cwd, clean_environment(env or {}, APPS_DIR)) as command:
         url = await command.serving()
         async with httpx.AsyncClient(trust_env=False, verify=verify) as client:
             with trio.fail_after(5):
@@ -428,7 +362,7 @@ async def test_uvicorn_socket_handover_command_line_from_its_docs_serves(tmp_pat
         port = listener.getsockname()[1]
         args = ["--fd", "0", "fx_asgi3:app"]
         async with (
-            running(args, tmp_path, stdin=listener.fileno()),
+            running(args, tmp_path, clean_environment({}, APPS_DIR), stdin=listener.fileno()),
             httpx.AsyncClient(trust_env=False) as client,
         ):
             with trio.fail_after(10):
@@ -454,7 +388,7 @@ async def test_hypercorn_https_with_insecure_bind_command_line_from_its_docs_ser
         "127.0.0.1:0",
         "fx_asgi3:app",
     ]
-    async with running(args, tmp_path) as command:
+    async with running(args, tmp_path, clean_environment({}, APPS_DIR)) as command:
         secure = await command.serving("https")
         plain = await command.serving("http")
         with trio.fail_after(10):
@@ -470,7 +404,8 @@ async def test_hypercorn_unix_socket_command_line_from_its_docs_serves(tmp_path:
     """Hypercorn's docs (binds): ``hypercorn --bind unix:/tmp/socket.sock``, with the
     socket in the test's directory and the app added."""
     path = tmp_path / "socket.sock"
-    async with running(["--bind", f"unix:{path}", "fx_asgi3:app"], tmp_path) as command:
+    args = ["--bind", f"unix:{path}", "fx_asgi3:app"]
+    async with running(args, tmp_path, clean_environment({}, APPS_DIR)) as command:
         with trio.fail_after(10):
             await command.stderr.wait_for(rf"Serving on unix:{re.escape(str(path))}")
             transport = httpx.AsyncHTTPTransport(uds=str(path))
@@ -560,7 +495,10 @@ async def test_env_file_gives_the_app_its_variables_and_set_ones_win(tmp_path: P
 def test_env_file_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
     pytest.importorskip("dotenv")
     assert_one_line_error(
-        invoke("--env-file", str(tmp_path / "missing.env")), "--env-file (uvicorn)", "no such file"
+        invoke("--env-file", str(tmp_path / "missing.env")),
+        2,
+        "--env-file (uvicorn)",
+        "no such file",
     )
 
 

@@ -10,7 +10,6 @@ wording around it.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import signal
 import socket
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
-
-from ._pipes import PipeReader
+from _pipes import PipeReader, clean_environment, wait_for_exit
 
 APPS = {
     "app.py": """
@@ -67,12 +65,6 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOSERVE_")}
-    env.update(extra)
-    return env
-
-
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trioserve", *args],
@@ -80,7 +72,7 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=20,
         cwd=cwd,
-        env=environment(**env),
+        env=clean_environment(env),
     )
 
 
@@ -173,25 +165,12 @@ async def start(args: list[str], cwd: Path) -> tuple[trio.Process, PipeReader, P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=str(cwd),
-        env=environment(),
+        env=clean_environment({}),
     )
     stdout, stderr = PipeReader(process.stdout), PipeReader(process.stderr)
     with trio.fail_after(15):
         port = int((await stderr.wait_for(URL)).group(1))
     return process, stdout, stderr, port
-
-
-async def finish(process: trio.Process, stdout: PipeReader, stderr: PipeReader) -> None:
-    try:
-        with trio.fail_after(15):
-            await process.wait()
-            await stdout.read_rest()
-            await stderr.read_rest()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
 
 
 MODES = [
@@ -207,7 +186,7 @@ async def test_one_signal_stops_cleanly_with_exit_0(app_dir: Path, mode: list[st
         pytest.importorskip("watchfiles")
     process, stdout, stderr, _ = await start(["app:app", "--bind", "127.0.0.1:0", *mode], app_dir)
     process.send_signal(signal.SIGINT)
-    await finish(process, stdout, stderr)
+    await wait_for_exit(process, stdout, stderr)
     assert process.returncode == 0, stderr.text
     assert_no_traceback(stdout.text, stderr.text)
 
@@ -230,7 +209,7 @@ async def test_second_signal_during_a_slow_request_exits_130_without_traceback(
         with trio.fail_after(10):
             await stderr.wait_for(r"(?i)shutting down")
         process.send_signal(signal.SIGINT)
-        await finish(process, stdout, stderr)
+        await wait_for_exit(process, stdout, stderr)
         with trio.fail_after(10):
             answer = b""
             while data := await client.receive_some():
