@@ -203,6 +203,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("bind", 8000, "8000"),
     ("bind", None, "None"),
     ("bind", [b"127.0.0.1:80"], "b'127.0.0.1:80'"),
+    # Fields the server writes from each response's framing: a fixed value added to
+    # every answer would contradict it (a 400 saying both keep-alive and close).
+    ("headers", ["connection: keep-alive"], "'connection'"),
+    ("headers", [("Content-Length", "5")], "'content-length'"),
+    ("headers", ["transfer-encoding: chunked"], "'transfer-encoding'"),
+    ("headers", ["keep-alive: timeout=5"], "'keep-alive'"),
 ]
 
 

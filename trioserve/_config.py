@@ -104,7 +104,20 @@ def _headers(key: str, value: object) -> tuple[tuple[str, str], ...]:
             pairs.append((name, header_value))
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be a list of 'name:value' strings, got {value!r}") from None
+    for name, _ in pairs:
+        if name in _SERVER_OWNED_HEADERS:
+            raise ConfigError(
+                f"{key}: {name!r} cannot be set for every response: the server writes it "
+                "from each response's framing"
+            )
     return tuple(pairs)
+
+
+#: Header fields that describe a response's framing and the connection: added to
+#: every answer, they would contradict what the server decides per response.
+_SERVER_OWNED_HEADERS = frozenset(
+    {"connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te", "trailer"}
+)
 
 
 def _bool(key: str, value: object) -> bool:
@@ -427,7 +440,8 @@ class _DeploymentKeys(_ServingKeys):
     headers: tuple[tuple[str, str], ...] = _key(
         (),
         "Extra headers added to every response (``name:value`` strings), e.g. "
-        "``['x-served-by:web-1']``.",
+        "``['x-served-by:web-1']``. Fields of framing and the connection "
+        "(``connection``, ``content-length``, ``transfer-encoding``...) are refused.",
         _headers,
         hypercorn=False,
     )
