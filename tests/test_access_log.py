@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from _helpers import (
@@ -34,9 +36,12 @@ from _helpers import (
     start,
     text_app,
 )
+from _pipes import clean_environment, running
 
 from trioserve import Config
 from trioserve.testing import open_test_client
+
+APPS = Path(__file__).parent / "fixtures" / "apps"
 
 ACCESS = "trioserve.access"
 ATOMS = ["s", "st", "r", "m", "U", "H", "b", "B", "D", "{content-length}o"]
@@ -261,3 +266,23 @@ async def test_a_streamed_response_counts_every_body_byte(
     assert len(parse_single(data).body) == 36
     [line] = lines(access_log)
     assert (line["b"], line["B"], line["{content-length}o"]) == ("36", "36", "-")
+
+
+# -- the command's own access log --------------------------------------------------------
+
+
+async def test_path_the_terminal_cannot_encode_is_logged_escaped_not_as_a_logging_error(
+    tmp_path: Path,
+) -> None:
+    """The access log is on by default from the command: a request for a path
+    outside the terminal's encoding still gets its one line, escaped."""
+    env = clean_environment({"PYTHONIOENCODING": "ascii"}, APPS)
+    async with running(["fx_asgi3:app", "--bind", "127.0.0.1:0"], tmp_path, env) as command:
+        url = await command.serving("http")
+        async with httpx.AsyncClient(trust_env=False) as client:
+            with trio.fail_after(5):
+                response = await client.get(url + "/caf%C3%A9/\u0444")
+    assert response.status_code == 200
+    output = command.stdout.text + command.stderr.text
+    assert "Logging error" not in output
+    assert '"GET /caf\\xe9/\\u0444 HTTP/1.1" 200' in command.stdout.text, output

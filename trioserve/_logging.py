@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import configparser
 import http
+import io
 import json
 import logging
 import logging.config
@@ -346,9 +347,6 @@ class AccessLogger:
 
 
 _ACCESS = access_logger.name
-#: The handler configure_logging() gave the access log (stdout or a file), while
-#: it is the access log's only one.
-_own_handler: list[logging.StreamHandler[Any] | None] = [None]
 
 
 def _write_direct(logger: logging.Logger, log_format: str, atoms: AccessLogAtoms) -> bool:
@@ -357,12 +355,12 @@ def _write_direct(logger: logging.Logger, log_format: str, atoms: AccessLogAtoms
     with the plain formatter, and no filter, other handler or propagation is
     configured. What a log record costs (the record, the filters, the formatter)
     is then most of a request's logging, for nothing. Return whether it wrote."""
-    handler = _own_handler[0]
     handlers = logger.handlers
+    if len(handlers) != 1:
+        return False
+    handler = handlers[0]
     if (
-        handler is None
-        or len(handlers) != 1
-        or handlers[0] is not handler
+        not isinstance(handler, (_AccessStreamHandler, _LogFileHandler))
         or logger.filters
         or logger.propagate
         or handler.filters
@@ -374,6 +372,8 @@ def _write_direct(logger: logging.Logger, log_format: str, atoms: AccessLogAtoms
     handler.acquire()
     try:
         stream = handler.stream
+        if stream is None:  # a file handler closed at exit
+            return False
         stream.write(line)
         stream.flush()
     except Exception:  # a closed or failing stream: the record path reports it
@@ -404,6 +404,11 @@ def configure_logging(
     Raises:
       ConfigError: the log config file cannot be read or is invalid.
     """
+    # A line holds what clients sent (a path, a header): a character the terminal's
+    # encoding lacks is written escaped, never as a logging error.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     formatter = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     error = logging.getLogger("trioserve.error")
     error.setLevel(loglevel)
@@ -421,21 +426,27 @@ def configure_logging(
     access.setLevel(logging.INFO)
     access.propagate = False
     access.handlers.clear()
-    _own_handler[0] = None
     if accesslog is not None:
-        access_handler = (
-            logging.StreamHandler(sys.stdout) if accesslog == "-" else _LogFileHandler(accesslog)
+        access.addHandler(
+            _AccessStreamHandler(sys.stdout) if accesslog == "-" else _LogFileHandler(accesslog)
         )
-        access.addHandler(access_handler)
-        _own_handler[0] = access_handler
     else:
         access.addHandler(logging.NullHandler())
     if logconfig is not None:
         _apply_logconfig(logconfig)
 
 
+class _AccessStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access log on stdout, as the command line sets it up (the access
+    logger writes straight to it while it is the only handler)."""
+
+
 class _LogFileHandler(logging.FileHandler):
-    """A log file that can be reopened at its path, for log rotation."""
+    """A log file that can be reopened at its path, for log rotation; lines are
+    UTF-8, with anything that cannot be encoded escaped."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
 
     def reopen(self) -> None:
         """Close the file and open the path again (a rotated file was renamed away)."""
