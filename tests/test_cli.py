@@ -201,6 +201,15 @@ def test_version() -> None:
     ("args", "env", "fragments"),
     [
         (["--keep-alive-timeout", "-1"], {}, ["Error: --keep-alive-timeout must be", "-1.0"]),
+        # What was typed has no Python type, and "no limit" is typed as inf.
+        (
+            ["--graceful-timeout", "0"],
+            {},
+            [
+                "Error: --graceful-timeout must be a number of seconds > 0 (or inf for no "
+                "limit), got 0.0"
+            ],
+        ),
         ([], {"TRIOSERVE_BACKLOG": "0"}, ["Error: TRIOSERVE_BACKLOG must be an integer >= 1"]),
         ([], {"TRIOSERVE_ROOT_PATH": "api/"}, ["Error: TRIOSERVE_ROOT_PATH", "'api/'"]),
         (["--bind", "nonsense"], {}, ["Error: --bind 'nonsense' must be HOST:PORT"]),
@@ -211,7 +220,15 @@ def test_version() -> None:
         (
             ["--access-logfile", "/nonexistent/access.log"],
             {},
-            ["Error: cannot open log file '/nonexistent/access.log': No such file or directory"],
+            [
+                "Error: --access-logfile: cannot open log file '/nonexistent/access.log': "
+                "No such file or directory"
+            ],
+        ),
+        (
+            [],
+            {"TRIOSERVE_ERROR_LOGFILE": "/nonexistent/error.log"},
+            ["Error: TRIOSERVE_ERROR_LOGFILE: cannot open log file '/nonexistent/error.log'"],
         ),
         (
             ["--config", "/nonexistent/trioserve.toml"],

@@ -161,6 +161,14 @@ def test_an_empty_variable_counts_as_unset() -> None:
         assert ctx.params["keep_alive_timeout"] is None
 
 
+def test_an_empty_unknown_variable_counts_as_unset_too() -> None:
+    with (
+        CliRunner(env={"TRIOSERVE_NOT_A_FLAG": ""}).isolation(),
+        cli.make_context("trioserve", ["fx_not_loaded:app"]) as ctx,
+    ):
+        assert ctx.params["app"] == "fx_not_loaded:app"
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
@@ -173,10 +181,12 @@ def assert_one_error_line(completed: subprocess.CompletedProcess[str], line: str
 @pytest.mark.parametrize(
     ("variable", "hint"),
     [
-        # The names of earlier versions, made from the configuration key.
+        # Named after the configuration key rather than the flag: the hint is the
+        # flag's variable, even where another name is nearer in spelling.
         ("TRIOSERVE_LOGLEVEL", " (did you mean TRIOSERVE_LOG_LEVEL?)"),
         ("TRIOSERVE_HEADERS", " (did you mean TRIOSERVE_HEADER?)"),
-        ("TRIOSERVE_ACCESSLOG", " (did you mean TRIOSERVE_ACCESS_LOG?)"),
+        ("TRIOSERVE_ACCESSLOG", " (did you mean TRIOSERVE_ACCESS_LOGFILE?)"),
+        ("TRIOSERVE_CONFIG_SOURCE", " (did you mean TRIOSERVE_CONFIG?)"),
         ("TRIOSERVE_KEEPALIVE_TIMEOUT", " (did you mean TRIOSERVE_KEEP_ALIVE_TIMEOUT?)"),
         ("TRIOSERVE_XYZZY", ""),
     ],
@@ -210,7 +220,7 @@ def test_help_works_with_an_unknown_variable_and_explains_the_scheme() -> None:
         ),
         (
             {"TRIOSERVE_WORKERS": "0"},
-            "Error: TRIOSERVE_WORKERS must be an integer >= 1, got 0 (int)",
+            "Error: TRIOSERVE_WORKERS must be an integer >= 1, got 0",
         ),
     ],
 )

@@ -185,7 +185,8 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, Any, dict[str, Any]]] = [
         {
             "metavar": "PATH|-",
             "help": "Where the access log goes: a file path, or - for stdout (the "
-            "default); an empty value turns it off.",
+            "default); --access-logfile '' turns it off (an empty variable counts as "
+            "unset: use TRIOSERVE_ACCESS_LOG=0).",
         },
     ),
     ("Logging", ("--error-logfile",), "errorlog", str, {"metavar": "PATH|-"}),
@@ -554,7 +555,10 @@ def cli(
                 logconfig=config.logconfig,
             )
         except OSError as exc:
-            raise ConfigError(f"cannot open log file {exc.filename!r}: {exc.strerror}") from None
+            key = "accesslog" if exc.filename == config.accesslog else "errorlog"
+            raise ConfigError(
+                f"{sources.get(key, key)}: cannot open log file {exc.filename!r}: {exc.strerror}"
+            ) from None
         notifier = Notifier.from_environ(os.environ, os.getpid())
     except ConfigError as exc:
         _fail(str(exc), 2)

@@ -564,10 +564,12 @@ class CompatCommand(click.Command):
             message = describe_usage_error(ctx, exc, translation.args, translation.typed, known)
             raise UsageLine(message) from None
         ctx.meta[SOURCES] = name_sources(ctx, translation.args, translation.typed)
-        known_variables = {
-            param.envvar for param in self.get_params(ctx) if isinstance(param.envvar, str)
+        variables = {
+            f"TRIOSERVE_{param.name.upper()}": param.envvar
+            for param in self.get_params(ctx)
+            if isinstance(param.envvar, str) and param.name
         }
-        check_environment(known_variables, os.environ)
+        check_environment(variables.values(), os.environ, variables)
         load_env_files(translation.env_files)
         return rest
 

@@ -112,7 +112,7 @@ class Lifespan:
             with trio.move_on_after(self._config.shutdown_timeout) as timeout:
                 await self._answered.wait()
                 if self._failure is not None:
-                    error_logger.error("L%s", self._failure[1:])
+                    error_logger.error("%s", self._failure[:1].upper() + self._failure[1:])
                 await self._finished.wait()
             if timeout.cancelled_caught and not self._answered.is_set():
                 error_logger.error(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -64,16 +65,21 @@ def envvar_for(declarations: Sequence[str]) -> str:
     return ENV_PREFIX + long[2:].upper().replace("-", "_")
 
 
-def check_environment(known: Iterable[str], environ: Mapping[str, str]) -> None:
+def check_environment(
+    known: Iterable[str], environ: Mapping[str, str], renamed: Mapping[str, str]
+) -> None:
     """Raise :class:`UsageLine` for the first ``TRIOSERVE_*`` variable in ``environ``
-    that is not one of ``known``, with the nearest known name as a hint."""
+    that is set (not empty) and not one of ``known``. The hint is its new name when
+    ``renamed`` has it (the names once made from configuration keys), else the
+    nearest known name."""
     known = sorted(known)
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known:
+        if name.startswith(ENV_PREFIX) and name not in known and environ[name]:
             # Compared without the prefix, which every name shares.
             suffixes = [variable[len(ENV_PREFIX) :] for variable in known]
             close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1)
-            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            nearest = renamed.get(name) or (ENV_PREFIX + close[0] if close else None)
+            hint = f" (did you mean {nearest}?)" if nearest else ""
             raise UsageLine(f"unknown environment variable {name}{hint}{_SEE_HELP}")
 
 
@@ -213,7 +219,11 @@ def as_given(message: str, keys: Iterable[str], sources: Mapping[str, str]) -> s
         if message.startswith((f"{key} ", f"{key}:")):
             names = [key] if key != "bind" else ["bind", "host", "port", "uds", "fd"]
             given = [sources[name] for name in names if name in sources]
-            return "/".join(given) + message[len(key) :] if given else message
+            if not given:
+                return message
+            # Typed text has no Python type, and spells "no limit" as inf.
+            rest = re.sub(r" \((?:int|float|str|bool)\)$", "", message[len(key) :])
+            return "/".join(given) + rest.replace("or None for no limit", "or inf for no limit")
     return message
 
 
