@@ -215,7 +215,13 @@ def test_version() -> None:
         (["--bind", "nonsense"], {}, ["Error: --bind 'nonsense' must be HOST:PORT"]),
         (["-b", "nonsense"], {}, ["Error: -b 'nonsense' must be HOST:PORT"]),
         (["--port", "70000"], {}, ["Error: --port '127.0.0.1:70000' must be HOST:PORT"]),
-        (["--header", "no-colon-here"], {}, ["Error: --header must be", "no-colon-here"]),
+        (["--header", "no-colon-here"], {}, ["Error: --header must be", "got 'no-colon-here'"]),
+        # uvicorn's --host takes no port; neither does trioserve's.
+        (
+            ["--host", "0.0.0.0:8000"],
+            {},
+            ["Error: --host must be a host name or address, got '0.0.0.0:8000'"],
+        ),
         (["--umask", "999"], {}, ["Error: --umask", "'999'"]),
         (
             ["--access-logfile", "/nonexistent/access.log"],

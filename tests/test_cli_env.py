@@ -187,6 +187,10 @@ def assert_one_error_line(completed: subprocess.CompletedProcess[str], line: str
         ("TRIOSERVE_HEADERS", " (did you mean TRIOSERVE_HEADER?)"),
         ("TRIOSERVE_ACCESSLOG", " (did you mean TRIOSERVE_ACCESS_LOGFILE?)"),
         ("TRIOSERVE_CONFIG_SOURCE", " (did you mean TRIOSERVE_CONFIG?)"),
+        # Named after a uvicorn or Hypercorn flag that trioserve takes as an alias.
+        ("TRIOSERVE_TIMEOUT_KEEP_ALIVE", " (did you mean TRIOSERVE_KEEP_ALIVE_TIMEOUT?)"),
+        ("TRIOSERVE_LIMIT_MAX_REQUESTS", " (did you mean TRIOSERVE_MAX_REQUESTS?)"),
+        ("TRIOSERVE_SSL_KEYFILE", " (did you mean TRIOSERVE_KEYFILE?)"),
         ("TRIOSERVE_KEEPALIVE_TIMEOUT", " (did you mean TRIOSERVE_KEEP_ALIVE_TIMEOUT?)"),
         ("TRIOSERVE_XYZZY", ""),
     ],

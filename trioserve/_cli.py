@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import ipaddress
 import logging
 import os
 import sys
@@ -366,6 +367,12 @@ def _build_config(
     if host is not None or port is not None:
         bind_host = host if host is not None else "127.0.0.1"
         if ":" in bind_host and not bind_host.startswith("["):
+            if not _is_ipv6(bind_host):
+                given = sources.get("host", "--host")
+                raise ConfigError(
+                    f"{given} must be a host name or address, got {bind_host!r}: "
+                    "give the port with --port"
+                )
             bind_host = f"[{bind_host}]"
         binds.append(f"{bind_host}:{port if port is not None else 8000}")
     if shorthands["uds"] is not None:
@@ -387,6 +394,14 @@ def _build_config(
         return config.replace(**overrides)
     except ConfigError as exc:
         raise ConfigError(as_given(str(exc), overrides, sources)) from None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _web_concurrency() -> int | None:

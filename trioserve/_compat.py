@@ -33,6 +33,7 @@ from ._usage import (
     UsageLine,
     check_environment,
     describe_usage_error,
+    envvar_for,
     name_sources,
     split_flag,
 )
@@ -83,7 +84,7 @@ class CompatFlag:
     ``names`` are the option strings the rewrite intercepts (none for a flag that
     trioserve has itself under the same name and with the same value syntax);
     ``takes_value`` whether the flag is followed by a value; ``meaning`` the
-    compatibility page's cell.
+    compatibility page's cell; ``target`` the trioserve flag an alias stands for.
     """
 
     server: str
@@ -92,6 +93,7 @@ class CompatFlag:
     names: tuple[str, ...] = ()
     takes_value: bool = False
     rewrite: Rewrite | None = None
+    target: str | None = None
 
 
 def _same(server: str, shown: str, note: str = "") -> CompatFlag:
@@ -105,7 +107,7 @@ def _alias(
         return [target] if given is None else [target, given]
 
     meaning = f"alias of `{target}`" + (f"; {note}" if note else "")
-    return CompatFlag(server, "/".join(names), meaning, names, value, rewrite)
+    return CompatFlag(server, "/".join(names), meaning, names, value, rewrite, target)
 
 
 def _refused(
@@ -564,14 +566,31 @@ class CompatCommand(click.Command):
             message = describe_usage_error(ctx, exc, translation.args, translation.typed, known)
             raise UsageLine(message) from None
         ctx.meta[SOURCES] = name_sources(ctx, translation.args, translation.typed)
-        variables = {
-            f"TRIOSERVE_{param.name.upper()}": param.envvar
-            for param in self.get_params(ctx)
-            if isinstance(param.envvar, str) and param.name
-        }
-        check_environment(variables.values(), os.environ, variables)
+        check_environment(
+            [param.envvar for param in self.get_params(ctx) if isinstance(param.envvar, str)],
+            os.environ,
+            _variable_hints(self, ctx),
+        )
         load_env_files(translation.env_files)
         return rest
+
+
+def _variable_hints(command: click.Command, ctx: click.Context) -> dict[str, str]:
+    """Variables a user may write for an option, each with the option's real one:
+    the name made from its configuration key (``TRIOSERVE_LOGLEVEL``) and the names
+    made from its uvicorn and Hypercorn aliases (``TRIOSERVE_TIMEOUT_KEEP_ALIVE``)."""
+    by_flag: dict[str, str] = {}
+    hints: dict[str, str] = {}
+    for param in command.get_params(ctx):
+        if isinstance(param.envvar, str) and param.name:
+            hints[f"TRIOSERVE_{param.name.upper()}"] = param.envvar
+            by_flag.update({opt: param.envvar for opt in param.opts if opt.startswith("--")})
+    for flag in FLAGS:
+        if flag.target in by_flag:
+            for name in flag.names:
+                if name.startswith("--"):
+                    hints[envvar_for([name])] = by_flag[flag.target]
+    return hints
 
 
 def compatibility_markdown() -> str:

@@ -87,6 +87,7 @@ def _umask(key: str, value: object) -> int | None:
 def _headers(key: str, value: object) -> tuple[tuple[str, str], ...]:
     items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
     pairs = []
+    item: object = value
     try:
         for item in items:
             if isinstance(item, str):
@@ -103,7 +104,7 @@ def _headers(key: str, value: object) -> tuple[tuple[str, str], ...]:
                 raise ValueError
             pairs.append((name, header_value))
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of 'name:value' strings, got {value!r}") from None
+        raise ConfigError(f"{key} must be a list of 'name:value' strings, got {item!r}") from None
     for name, _ in pairs:
         if name in _SERVER_OWNED_HEADERS:
             raise ConfigError(
