@@ -492,6 +492,26 @@ async def test_env_file_gives_the_app_its_variables_and_set_ones_win(tmp_path: P
     assert response.text == "hello from-shell"
 
 
+def test_trioserve_variable_in_an_env_file_is_named_as_not_a_setting(tmp_path: Path) -> None:
+    """The file is loaded after the command line is read (as uvicorn does), so a
+    ``TRIOSERVE_*`` line in it cannot configure trioserve: a warning says so rather
+    than a setting being dropped without a word."""
+    pytest.importorskip("dotenv")
+    env_file = tmp_path / "app.env"
+    env_file.write_text("TRIOSERVE_PORT=9999\nGREETING=hello\n")
+    # A bad value read after the files stops the command before anything serves.
+    args = ["fx_asgi3:app", "--env-file", str(env_file), "--workers", "0"]
+    # None: unset during the run and removed afterwards, as the file sets them.
+    isolated: dict[str, str | None] = {"TRIOSERVE_PORT": None, "GREETING": None}
+    result = CliRunner().invoke(cli, args, env=isolated, prog_name="trioserve")
+    assert "TRIOSERVE_PORT" not in os.environ
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Warning: --env-file {env_file}: TRIOSERVE_PORT reach the app only; trioserve "
+        "reads its settings from flags, the environment and --config"
+    )
+
+
 def test_env_file_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
     pytest.importorskip("dotenv")
     assert_one_line_error(

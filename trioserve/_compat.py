@@ -541,6 +541,15 @@ def load_env_files(paths: Iterable[str]) -> None:
     for path in paths:
         if not os.path.isfile(path):
             raise FlagError(f"--env-file (uvicorn): no such file: {path!r}")
+        ignored = sorted(
+            name for name in dotenv.dotenv_values(path) if name.startswith("TRIOSERVE_")
+        )
+        if ignored:
+            click.echo(
+                f"Warning: --env-file {path}: {', '.join(ignored)} reach the app only; "
+                "trioserve reads its settings from flags, the environment and --config",
+                err=True,
+            )
         dotenv.load_dotenv(path, override=False)
 
 
