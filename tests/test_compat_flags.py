@@ -23,6 +23,7 @@ app its variables, and without python-dotenv is one line.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
