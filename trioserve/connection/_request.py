@@ -17,6 +17,7 @@ response is one write.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,7 +41,13 @@ if TYPE_CHECKING:
     from .._server_state import ServerState
     from .._types import Message
 
-__all__ = ["SAFE_METHODS", "RequestChannel", "RequestCycle", "ResponseHead"]
+__all__ = [
+    "CANCELLED_ANSWER_TIMEOUT",
+    "SAFE_METHODS",
+    "RequestChannel",
+    "RequestCycle",
+    "ResponseHead",
+]
 
 error_logger = logging.getLogger("trioserve.error")
 
@@ -103,9 +110,14 @@ class RequestChannel(Protocol):
         from ``offset`` as the body; return how many were sent (fewer if the
         file ended early)."""
 
-    async def send_error(self, status: int) -> int | None:
+    async def send_error(self, status: int, *, deadline: float = math.inf) -> int | None:
         """Answer with a response of the server's own, if no head was sent;
-        return the size of its body if it was sent."""
+        return the size of its body if it was sent (by ``deadline``, if given)."""
+
+    async def linger(self) -> None:
+        """After the last answer: half-close and read (discarding) what the
+        client still sends, until it closes too (the caller bounds the wait), so
+        that the answer is not lost to a reset."""
 
 
 def _disconnect() -> Message:
@@ -113,12 +125,23 @@ def _disconnect() -> Message:
     return {"type": "http.disconnect"}
 
 
-async def _answer_cancelled(channel: RequestChannel) -> None:
+async def _answer_cancelled(channel: RequestChannel) -> int | None:
     """Answer 503 to a request the server cancels before its response began, if
-    the client takes it within :data:`CANCELLED_ANSWER_TIMEOUT`."""
-    with trio.CancelScope(shield=True) as answer:
-        answer.deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
-        await channel.send_error(503)
+    the client takes it within :data:`CANCELLED_ANSWER_TIMEOUT`; return the size
+    of its body if it was sent.
+
+    The deadline is passed down to the write, which is shielded itself (a
+    shielded scope is beyond the reach of this one's deadline). Within the same
+    time the connection lingers: a request body the client is still sending
+    would otherwise meet a closed socket, and the reset it causes can destroy
+    the answer before the client reads it."""
+    deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
+    sent = None
+    with trio.CancelScope(shield=True, deadline=deadline):
+        sent = await channel.send_error(503, deadline=deadline)
+        if sent is not None:
+            await channel.linger()
+    return sent
 
 
 class RequestCycle:
@@ -137,6 +160,8 @@ class RequestCycle:
       disconnected: the client has gone, or the request body could not be read
           whole: ``receive()`` returns ``http.disconnect``.
       cancelled_by_disconnect: the hang-up cancelled ``app_scope``.
+      cancelled_by_server: the server cancelled the request (a forced stop, the
+          graceful shutdown's deadline).
       completed: once :meth:`run` returned, whether a whole, validly framed
           response went out (even if the app failed afterwards).
     """
@@ -160,6 +185,7 @@ class RequestCycle:
         "_state_lot",
         "_status",
         "cancelled_by_disconnect",
+        "cancelled_by_server",
         "completed",
         "disconnected",
         "scope",
@@ -197,6 +223,7 @@ class RequestCycle:
         self._state_lot: trio.lowlevel.ParkingLot | None = None
         self.disconnected = False
         self.cancelled_by_disconnect = False
+        self.cancelled_by_server = False
         self.completed = False
 
     def on_disconnect(self) -> None:
@@ -231,9 +258,13 @@ class RequestCycle:
             elif is_cancellation(exc):
                 # The server stops (a forced stop, the graceful deadline): a client
                 # still waiting for its answer is told so rather than left hanging.
+                self.cancelled_by_server = True
                 self._server.note_cancelled(self._describe())
                 if not (self._head_written or channel.broken or channel.peer_closed):
-                    await _answer_cancelled(channel)
+                    sent = await _answer_cancelled(channel)
+                    if sent is not None:
+                        self._sent_status = 503
+                        self._bytes_sent = sent
             raise
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
@@ -266,8 +297,10 @@ class RequestCycle:
     def log_access(self, access_log: AccessLogger) -> None:
         """Write this request's access log line."""
         status = self._sent_status
-        if status is None and self.disconnected:
-            status = 499  # nginx's "client closed request": nothing was sent
+        if status is None and (self.disconnected or self.cancelled_by_server):
+            # nginx's "client closed request": nothing was sent (the client left,
+            # or did not take the answer to a request the server cancelled).
+            status = 499
         access_log.log(
             self.scope,
             status,
