@@ -117,7 +117,7 @@ def slow_and_big_app() -> tuple[Any, trio.Event]:
 
 
 async def test_a_forced_stop_ends_within_a_second_though_clients_do_not_read(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two clients that never read: one whose 503 cannot be written, one whose
     response head is being written (shielded, so the cancellation cannot reach
@@ -137,6 +137,10 @@ async def test_a_forced_stop_ends_within_a_second_though_clients_do_not_read(
         forced_at = trio.current_time()
         server.force()
     assert server.stopped_at - forced_at == pytest.approx(1, abs=0.01)
+    # Both count as cut short, the aborted response too.
+    assert "Cancelled 2 requests in progress (forced stop): " in caplog.text
+    assert "GET /big" in caplog.text
+    assert "GET /slow" in caplog.text
 
 
 async def test_the_graceful_deadline_ends_the_stop_though_clients_do_not_read(

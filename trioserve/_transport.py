@@ -273,7 +273,7 @@ class Transport:
         "_direct",
         "_discarding",
         "_pending",
-        "_reading",
+        "_reader_gone",
         "_room_lot",
         "_stream",
         "_turn",
@@ -294,7 +294,9 @@ class Transport:
         self._pending: list[bytes | bytearray] = [received] if received else []
         self.buffered = len(received)
         self._discarding = False
-        self._reading = False
+        # The reader task ended without the peer's close (it was cancelled): a
+        # lingering close has to read by itself.
+        self._reader_gone = False
         self._data_lot = trio.lowlevel.ParkingLot()
         # Made when first needed: most connections never wait for room to read or
         # for another task's write, and an idle connection's memory counts.
@@ -313,7 +315,7 @@ class Transport:
         keep-alive deadline does so): nothing read is lost in between.
         """
         receive_some = self._stream.receive_some
-        self._reading = True
+        self._reader_gone = False
         try:
             while True:
                 while self.buffered >= READ_HIGH_WATER and not self._discarding:
@@ -335,7 +337,7 @@ class Transport:
                 # idle connection would hold it until its next request.
                 del data
         finally:
-            self._reading = False
+            self._reader_gone = True
             if self._discarding:
                 # A lingering close waiting for this reader reads on by itself.
                 self._data_lot.unpark_all()
@@ -572,10 +574,10 @@ class Transport:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             while not self.peer_closed:
-                if self._reading:
-                    await self._data_lot.park()
-                else:
+                if self._reader_gone:
                     await self._discard_one_read()
+                else:
+                    await self._data_lot.park()
 
     async def _discard_one_read(self) -> None:
         try:

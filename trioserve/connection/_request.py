@@ -274,6 +274,12 @@ class RequestCycle:
             # whole 500; returned a value) is logged and the connection stays open.
             self.completed = True
             return
+        if not self.cancelled_by_disconnect and trio.current_effective_deadline() == -math.inf:
+            # The server cancelled the request while a write of its response was
+            # beyond the cancellation's reach (shielded), until the server
+            # aborted the connection: the app saw the client "disconnect".
+            self.cancelled_by_server = True
+            self._server.note_cancelled(self._describe())
         if channel.broken or channel.peer_closed or (self.disconnected and not self._body_error):
             return
         if not (self._failed or self._body_error):
