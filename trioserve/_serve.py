@@ -45,6 +45,7 @@ from ._listeners import TLSListener, accept_loop, listener_url, open_listeners_w
 from ._server_state import ServerState
 from ._tls import create_server_tls
 from .connection import serve_stream, serve_tls_stream
+from .connection._request import CANCELLED_ANSWER_TIMEOUT
 
 if TYPE_CHECKING:
     from ._types import ASGIApp
@@ -272,27 +273,33 @@ async def _serve_connections(
     server = ServerState(app, config, lifespan_state, reached)
 
     deadline_scope: trio.CancelScope | None = None
+    cut_off = _CutOff(server, control)
     try:
-        with trio.CancelScope() as forced, control.cancelled_by_force(forced):
-            async with trio.open_nursery() as connection_nursery:
-                deadline_scope = connection_nursery.cancel_scope
-                await _accept_until_shutdown(
-                    listeners,
-                    scheme,
-                    server,
-                    connection_nursery,
-                    shutdown,
-                    shutdown_trigger,
-                    install_signal_handlers,
-                    control,
-                    task_status,
-                )
-                in_flight = server.in_flight()
-                logger.info(_shutdown_line(control, in_flight, config.graceful_timeout))
-                server.begin_shutdown()
-                connection_nursery.cancel_scope.deadline = (
-                    trio.current_time() + config.graceful_timeout
-                )
+        async with trio.open_nursery() as cut_off_nursery:
+            cut_off_nursery.start_soon(cut_off.run)
+            try:
+                with trio.CancelScope() as forced, control.cancelled_by_force(forced):
+                    async with trio.open_nursery() as connection_nursery:
+                        deadline_scope = connection_nursery.cancel_scope
+                        await _accept_until_shutdown(
+                            listeners,
+                            scheme,
+                            server,
+                            connection_nursery,
+                            shutdown,
+                            shutdown_trigger,
+                            install_signal_handlers,
+                            control,
+                            task_status,
+                        )
+                        in_flight = server.in_flight()
+                        logger.info(_shutdown_line(control, in_flight, config.graceful_timeout))
+                        server.begin_shutdown()
+                        deadline = trio.current_time() + config.graceful_timeout
+                        connection_nursery.cancel_scope.deadline = deadline
+                        cut_off.at(deadline)
+            finally:
+                cut_off.done()
     finally:
         # Also when the server is cancelled from outside: say what that cut short.
         if control.forced:
@@ -302,6 +309,42 @@ async def _serve_connections(
         else:
             why = "the server was cancelled"
         _log_cancelled(server, why)
+
+
+class _CutOff:
+    """Aborts the connections the server cancelled (a forced stop, the graceful
+    deadline, a cancellation from outside) once their requests have had
+    :data:`CANCELLED_ANSWER_TIMEOUT` seconds to answer: what still runs then is
+    a write shielded from the cancellation (a response head, an answer) to a
+    client that does not read, and the stop must not wait for it."""
+
+    def __init__(self, server: ServerState, control: ServerControl) -> None:
+        self._server = server
+        self._control = control
+        self._wait = trio.CancelScope()
+        self._grace = trio.CancelScope(shield=True)
+
+    def at(self, deadline: float) -> None:
+        """The connections are cancelled at ``deadline`` (the graceful one)."""
+        self._wait.deadline = deadline
+
+    def done(self) -> None:
+        """The connections have ended: nothing is left to abort."""
+        self._wait.cancel()
+        self._grace.cancel()
+
+    async def run(self) -> None:
+        """Wait for the cut-off (or a forced stop, or a cancellation from
+        outside), give the requests their time to answer, then abort."""
+        try:
+            with self._wait, self._control.cancelled_by_force(self._wait):
+                await trio.sleep_forever()
+        finally:
+            # Shielded: a forced stop cancels this task's scopes too, and this is
+            # what makes the forced stop finish at once.
+            with self._grace:
+                await trio.sleep(CANCELLED_ANSWER_TIMEOUT)
+                await self._server.abort_connections()
 
 
 def _shutdown_line(control: ServerControl, in_flight: int, timeout: float) -> str:

@@ -39,6 +39,9 @@ class Shutdownable(Protocol):
     def shutdown_nowait(self) -> None:
         """Close at once if idle, otherwise once the work in progress is done."""
 
+    async def abort(self) -> None:
+        """Close the stream at once, under whatever still uses it."""
+
 
 class DateCache:
     """The ``date`` header value, formatted at most once per second."""
@@ -167,6 +170,15 @@ class ServerState:
             connection.shutdown_nowait()
         for handshake in self.handshakes:
             handshake.cancel()
+
+    async def abort_connections(self) -> None:
+        """Close every open connection's stream at once. The server does this
+        once it has cancelled the connections (a forced stop, the graceful
+        deadline) and given their requests time to answer: what still runs then
+        is a write shielded from the cancellation, to a client that does not
+        read, which would otherwise hold the shutdown for ``write_timeout``."""
+        for connection in list(self.connections):
+            await connection.abort()
 
     # -- what a shutdown reports ---------------------------------------------------
 

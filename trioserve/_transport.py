@@ -37,16 +37,22 @@ Plain sockets: :class:`SocketFdStream`
     inside the scope. :class:`SocketFdStream` passes trio's stream conformance
     checks (``tests/test_transport.py``).
 
-Closing: :meth:`Transport.linger`, :meth:`Transport.aclose`
+Closing: :meth:`Transport.linger`, :meth:`Transport.abort`, :meth:`Transport.aclose`
     A connection that ends after a response first half-closes and keeps reading
     (and discarding) for up to ``LINGER_TIMEOUT`` seconds: closing a socket with
     unread bytes in its receive buffer sends a RST, which can destroy the
-    response the client has not read yet.
+    response the client has not read yet. When the reader task is no longer
+    running (the server cancelled the connection), the lingering close reads
+    itself. :meth:`~Transport.abort` closes the stream under whatever still
+    uses it: a write blocked on a peer that does not read, even a shielded one,
+    wakes at once. The server aborts the connections it cancelled once their
+    requests have had their chance at an answer.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import operator
 import os
 from collections.abc import Callable
@@ -267,6 +273,7 @@ class Transport:
         "_direct",
         "_discarding",
         "_pending",
+        "_reader_gone",
         "_room_lot",
         "_stream",
         "_turn",
@@ -287,6 +294,9 @@ class Transport:
         self._pending: list[bytes | bytearray] = [received] if received else []
         self.buffered = len(received)
         self._discarding = False
+        # The reader task ended without the peer's close (it was cancelled): a
+        # lingering close has to read by itself.
+        self._reader_gone = False
         self._data_lot = trio.lowlevel.ParkingLot()
         # Made when first needed: most connections never wait for room to read or
         # for another task's write, and an idle connection's memory counts.
@@ -305,25 +315,32 @@ class Transport:
         keep-alive deadline does so): nothing read is lost in between.
         """
         receive_some = self._stream.receive_some
-        while True:
-            while self.buffered >= READ_HIGH_WATER and not self._discarding:
-                if self._room_lot is None:
-                    self._room_lot = trio.lowlevel.ParkingLot()
-                await self._room_lot.park()
-            data: bytes | bytearray
-            try:
-                data = await receive_some(READ_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                break
-            if not self._discarding:
-                self._pending.append(data)
-                self.buffered += len(data)
+        self._reader_gone = False
+        try:
+            while True:
+                while self.buffered >= READ_HIGH_WATER and not self._discarding:
+                    if self._room_lot is None:
+                        self._room_lot = trio.lowlevel.ParkingLot()
+                    await self._room_lot.park()
+                data: bytes | bytearray
+                try:
+                    data = await receive_some(READ_CHUNK)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    break
+                if not self._discarding:
+                    self._pending.append(data)
+                    self.buffered += len(data)
+                    self._data_lot.unpark_all()
+                # Not kept while the reader waits: it may be a 256 KiB read, and an
+                # idle connection would hold it until its next request.
+                del data
+        finally:
+            self._reader_gone = True
+            if self._discarding:
+                # A lingering close waiting for this reader reads on by itself.
                 self._data_lot.unpark_all()
-            # Not kept while the reader waits: it may be a 256 KiB read, and an idle
-            # connection would hold it until its next request.
-            del data
         self.peer_closed = True
         self._data_lot.unpark_all()
         on_peer_closed()
@@ -374,8 +391,15 @@ class Transport:
 
     # -- writing -------------------------------------------------------------------
 
-    async def write(self, data: bytes, *, shield: bool = False, more: bool = False) -> None:
-        """Send ``data`` within the write deadline.
+    async def write(
+        self,
+        data: bytes,
+        *,
+        shield: bool = False,
+        more: bool = False,
+        deadline: float = math.inf,
+    ) -> None:
+        """Send ``data`` within the write deadline (or ``deadline``, if sooner).
 
         A write cancelled before it began (at its start, or while it waited for
         its turn) has sent nothing. One cancelled after it began leaves the
@@ -388,6 +412,10 @@ class Transport:
           more: more writes follow at once (a streamed body): yield to other tasks
               afterwards, so that a fast producer cannot starve them. (After the
               last write, the writer parks anyway.)
+          deadline: a deadline (:func:`trio.current_time`) sooner than the
+              write deadline, e.g. for an answer the server gives while it
+              stops; it bounds the wait for the turn too. (A shielded write is
+              beyond the reach of the caller's own deadlines.)
 
         Raises:
           ClientDisconnected: the peer is gone, or did not read in time.
@@ -412,14 +440,18 @@ class Transport:
                 return
             data = memoryview(data)[sent:]  # type: ignore[assignment]
         try:
-            turn = await self._take_turn(shield=shield)
+            turn = await self._take_turn(shield=shield, deadline=deadline)
         except trio.Cancelled:
             if sent:
                 self.broken = True  # the first part went out; the rest never will
             raise
+        if turn is None:
+            if sent:
+                self.broken = True
+            raise ClientDisconnected("The client did not read the response in time")
         try:
             with trio.CancelScope(
-                shield=shield, deadline=trio.current_time() + self._write_timeout
+                shield=shield, deadline=min(trio.current_time() + self._write_timeout, deadline)
             ) as scope:
                 try:
                     await self._stream.send_all(data)
@@ -459,6 +491,7 @@ class Transport:
             raise ClientDisconnected("The client has disconnected")
         await trio.lowlevel.checkpoint_if_cancelled()
         turn = await self._take_turn()
+        assert turn is not None  # no deadline: only a cancellation ends the wait
         sent = 0
         try:
             while sent < count:
@@ -499,24 +532,32 @@ class Transport:
             sent += len(chunk)
         return sent
 
-    async def _take_turn(self, *, shield: bool = False) -> trio.StrictFIFOLock:
+    async def _take_turn(
+        self, *, shield: bool = False, deadline: float = math.inf
+    ) -> trio.StrictFIFOLock | None:
         """Wait for this task's turn to write (``shield``: without being
-        cancelled; the write before it has its deadline); the caller releases it."""
+        cancelled; the write before it has its deadline) until ``deadline``;
+        the caller releases it. ``None``: the deadline passed first."""
         turn = self._turn
         if turn is None:
             turn = self._turn = trio.StrictFIFOLock()
         try:
             turn.acquire_nowait()
         except trio.WouldBlock:
-            with trio.CancelScope(shield=shield):
+            with trio.CancelScope(shield=shield, deadline=deadline):
                 await turn.acquire()
+                return turn
+            return None
         return turn
 
     # -- closing -------------------------------------------------------------------
 
     async def linger(self) -> None:
         """Half-close and read (discarding) until the peer closes too, for at most
-        ``LINGER_TIMEOUT`` seconds, so that our last bytes are not lost to a RST.
+        ``LINGER_TIMEOUT`` seconds (or the caller's deadline, if sooner), so that
+        our last bytes are not lost to a RST. The reader task does the reading
+        while it runs; once it has ended (cancelled with the connection), this
+        reads itself.
 
         Only possible on a stream that can half-close; on others it returns at once.
         """
@@ -533,7 +574,25 @@ class Transport:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             while not self.peer_closed:
-                await self._data_lot.park()
+                if self._reader_gone:
+                    await self._discard_one_read()
+                else:
+                    await self._data_lot.park()
+
+    async def _discard_one_read(self) -> None:
+        try:
+            data = await self._stream.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self.peer_closed = True
+
+    async def abort(self) -> None:
+        """Close the stream at once, under whatever still uses it: a write
+        waiting for the peer, even a shielded one, ends with
+        :class:`ClientDisconnected`, and a read sees the end."""
+        self.broken = True
+        await trio.aclose_forcefully(self._stream)
 
     async def aclose(self) -> None:
         """Close the stream at once, without a goodbye."""

@@ -145,7 +145,8 @@ async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | No
     listening, ``STOPPING=1`` when shutdown begins, ``WATCHDOG=1`` pings.
 
     The first SIGINT or SIGTERM shuts down gracefully; a second one during the
-    graceful period cancels what is left at once. SIGUSR1 reopens the log files
+    graceful period cancels what is left at once; a third one ends the process
+    on the spot (``os._exit(130)``), should the forced stop ever hang. SIGUSR1 reopens the log files
     (after a log rotation). The signals are watched for the whole run, whatever
     handlers the process inherited (a launcher may start it with SIGINT ignored).
     Returns the exit code: 0, or 130 after a second signal.
@@ -157,24 +158,33 @@ async def serve_in_process(app: ASGIApp, config: Config, notifier: Notifier | No
     hurried = trio.Event()
     control = ServerControl(pid=os.getpid(), interactive=True)
     error: ConfigError | LifespanFailure | BindError | None = None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_act_on_signals, stop, hurried, notifier, nursery.cancel_scope, control)
+    # The signals are watched outside the scope a forced stop cancels, so that a
+    # third one still finds a receiver.
+    serving = trio.CancelScope()
+    async with trio.open_nursery() as watching:
+        await watching.start(_act_on_signals, stop, hurried, notifier, serving, control)
         try:
-            await nursery.start(
-                partial(_serve_then_cancel, control=control),
-                app,
-                config,
-                stop,
-                nursery.cancel_scope,
-            )
-        except (ConfigError, LifespanFailure, BindError) as exc:
-            # Raised outside the nursery, so that the caller sees the error itself.
-            error = exc
-            nursery.cancel_scope.cancel()
-        else:
-            if notifier is not None:
-                notifier.notify("READY=1")
-                nursery.start_soon(notifier.watchdog)
+            with serving:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await nursery.start(
+                            partial(_serve_then_cancel, control=control),
+                            app,
+                            config,
+                            stop,
+                            nursery.cancel_scope,
+                        )
+                    except (ConfigError, LifespanFailure, BindError) as exc:
+                        # Raised outside the nursery, so that the caller sees the
+                        # error itself.
+                        error = exc
+                        nursery.cancel_scope.cancel()
+                    else:
+                        if notifier is not None:
+                            notifier.notify("READY=1")
+                            nursery.start_soon(notifier.watchdog)
+        finally:
+            watching.cancel_scope.cancel()
     if not stop.is_set() and notifier is not None:
         notifier.notify("STOPPING=1")
     if error is not None:
@@ -200,13 +210,16 @@ async def _act_on_signals(
             if signum == signal.SIGUSR1:
                 reopen_log_files()
                 logger.info("Reopened the log files")
+            elif hurried.is_set():
+                # The forced stop is itself stuck (it should not be): the last resort.
+                logger.warning("Received %s a third time; exiting immediately", name)
+                os._exit(130)
             elif stop.is_set():
                 # As the supervisor and the reloader do: a second signal means now.
                 logger.warning("Received %s again; exiting now", name)
                 hurried.set()
                 control.force()
                 scope.cancel()
-                return
             else:
                 # The server logs the line, with what is in flight.
                 control.stop_requested(f"Received {name}")

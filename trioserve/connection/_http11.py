@@ -38,6 +38,7 @@ shielded, so a cancellation can never leave half a head on the wire.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -276,20 +277,42 @@ class HTTP11Channel:
             raise
 
     async def send_error(
-        self, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
+        self,
+        status: int,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        *,
+        deadline: float = math.inf,
     ) -> int | None:
         """Answer with a response of the server's own, ending the connection,
-        unless a head was sent; return the size of its body if it was sent.
-        ``headers`` are fields the answer needs (``Sec-WebSocket-Version``)."""
+        unless a head was sent; return the size of its body if it was sent
+        (by ``deadline``, if given). ``headers`` are fields the answer needs
+        (``Sec-WebSocket-Version``)."""
         default = self._server.default_headers()
         data = self._proto.error_response(status, [*headers, *default] if headers else default)
         if not data:
             return None
         try:
-            await self._transport.write(data, shield=True)
+            await self._transport.write(data, shield=True, deadline=deadline)
         except ClientDisconnected:
             return None
         return 0 if self._proto.head_request else len(error_body(status))
+
+    async def linger(self) -> None:
+        """Half-close and discard what the client still sends until it closes
+        (at most ``LINGER_TIMEOUT`` seconds, or the caller's deadline), if it
+        may still be sending: the request was not read whole, or more bytes
+        are here. (After a whole request the client waits for the answer; it
+        need not be waited for.)"""
+        proto = self._proto
+        try:
+            # What has arrived of the request (often just its end) is parsed first.
+            while not proto.request_complete and self.receive_nowait() is not None:
+                pass
+        except RemoteProtocolError:
+            pass
+        if proto.request_complete and not (proto.has_buffered_data or self._transport.buffered):
+            return
+        await self._transport.linger()
 
 
 class HTTP11Connection:
@@ -371,6 +394,11 @@ class HTTP11Connection:
                     nursery.cancel_scope.cancel()
         finally:
             server.connections.discard(self)
+
+    async def abort(self) -> None:
+        """Close the connection's stream at once, under whatever still uses it
+        (a shielded write to a client that does not read)."""
+        await self._transport.abort()
 
     def shutdown_nowait(self) -> None:
         """Begin a graceful close: after the current response, or when idle after
@@ -521,8 +549,11 @@ class HTTP11Connection:
             await cycle.run()
         except BaseException:
             # Cancelled by the hang-up (perhaps inside a group from the app's own
-            # nursery): the request still gets its access log line.
-            if cycle.cancelled_by_disconnect and server.access_log is not None:
+            # nursery) or by the server's stop: the request still gets its
+            # access log line.
+            if server.access_log is not None and (
+                cycle.cancelled_by_disconnect or cycle.cancelled_by_server
+            ):
                 cycle.log_access(server.access_log)
             raise
         finally:

@@ -17,6 +17,7 @@ response is one write.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,7 +41,13 @@ if TYPE_CHECKING:
     from .._server_state import ServerState
     from .._types import Message
 
-__all__ = ["SAFE_METHODS", "RequestChannel", "RequestCycle", "ResponseHead"]
+__all__ = [
+    "CANCELLED_ANSWER_TIMEOUT",
+    "SAFE_METHODS",
+    "RequestChannel",
+    "RequestCycle",
+    "ResponseHead",
+]
 
 error_logger = logging.getLogger("trioserve.error")
 
@@ -103,9 +110,14 @@ class RequestChannel(Protocol):
         from ``offset`` as the body; return how many were sent (fewer if the
         file ended early)."""
 
-    async def send_error(self, status: int) -> int | None:
+    async def send_error(self, status: int, *, deadline: float = math.inf) -> int | None:
         """Answer with a response of the server's own, if no head was sent;
-        return the size of its body if it was sent."""
+        return the size of its body if it was sent (by ``deadline``, if given)."""
+
+    async def linger(self) -> None:
+        """After the last answer: half-close and read (discarding) what the
+        client still sends, until it closes too (the caller bounds the wait), so
+        that the answer is not lost to a reset."""
 
 
 def _disconnect() -> Message:
@@ -113,12 +125,49 @@ def _disconnect() -> Message:
     return {"type": "http.disconnect"}
 
 
-async def _answer_cancelled(channel: RequestChannel) -> None:
+async def _answer_cancelled(channel: RequestChannel) -> int | None:
     """Answer 503 to a request the server cancels before its response began, if
-    the client takes it within :data:`CANCELLED_ANSWER_TIMEOUT`."""
-    with trio.CancelScope(shield=True) as answer:
-        answer.deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
-        await channel.send_error(503)
+    the client takes it within :data:`CANCELLED_ANSWER_TIMEOUT`; return the size
+    of its body if it was sent.
+
+    The deadline is passed down to the write, which is shielded itself (a
+    shielded scope is beyond the reach of this one's deadline). Within the same
+    time the connection lingers: a request body the client is still sending
+    would otherwise meet a closed socket, and the reset it causes can destroy
+    the answer before the client reads it."""
+    deadline = trio.current_time() + CANCELLED_ANSWER_TIMEOUT
+    sent = None
+    with trio.CancelScope(shield=True, deadline=deadline):
+        sent = await channel.send_error(503, deadline=deadline)
+        if sent is not None:
+            await channel.linger()
+    return sent
+
+
+async def _open_for_pathsend(path: str) -> int:
+    """Open the file of an ``http.response.pathsend``. Opening can block (a
+    network file system), so it goes to a thread; the bytes themselves never
+    pass through Python on a plain socket."""
+    try:
+        return await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LocalProtocolError(f"http.response.pathsend: cannot open {path!r}: {exc}") from exc
+
+
+def _zerocopy_range(fd: int, offset: int | None, count: int | None) -> tuple[int, int]:
+    """Where an ``http.response.zerocopysend`` begins in its file (``offset``, or
+    the file's position) and how many bytes it sends (``count``, at most what
+    the file has from there)."""
+    try:
+        position = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
+        available = max(os.fstat(fd).st_size - position, 0)
+    except OSError as exc:
+        raise LocalProtocolError(f"http.response.zerocopysend: bad file: {exc}") from exc
+    return position, available if count is None else min(count, available)
+
+
+def _describe(scope: dict[str, Any]) -> str:
+    return f"{scope['method']} {scope['path']}"
 
 
 class RequestCycle:
@@ -137,6 +186,7 @@ class RequestCycle:
       disconnected: the client has gone, or the request body could not be read
           whole: ``receive()`` returns ``http.disconnect``.
       cancelled_by_disconnect: the hang-up cancelled ``app_scope``.
+      cancelled_by_server: a stop (forced, or its deadline) cancelled the request.
       completed: once :meth:`run` returned, whether a whole, validly framed
           response went out (even if the app failed afterwards).
     """
@@ -160,6 +210,7 @@ class RequestCycle:
         "_state_lot",
         "_status",
         "cancelled_by_disconnect",
+        "cancelled_by_server",
         "completed",
         "disconnected",
         "scope",
@@ -197,6 +248,7 @@ class RequestCycle:
         self._state_lot: trio.lowlevel.ParkingLot | None = None
         self.disconnected = False
         self.cancelled_by_disconnect = False
+        self.cancelled_by_server = False
         self.completed = False
 
     def on_disconnect(self) -> None:
@@ -227,13 +279,9 @@ class RequestCycle:
             # Cancellation (by a hang-up, or from outside: the shutdown deadline),
             # KeyboardInterrupt...: not the app's failure and not ours to stop.
             if self.cancelled_by_disconnect:
-                error_logger.debug("Client disconnected; cancelled %s", self._describe())
+                error_logger.debug("Client disconnected; cancelled %s", _describe(self.scope))
             elif is_cancellation(exc):
-                # The server stops (a forced stop, the graceful deadline): a client
-                # still waiting for its answer is told so rather than left hanging.
-                self._server.note_cancelled(self._describe())
-                if not (self._head_written or channel.broken or channel.peer_closed):
-                    await _answer_cancelled(channel)
+                await self._cut_short()
             raise
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
@@ -242,6 +290,11 @@ class RequestCycle:
             # did afterwards (raised, as Starlette's error middleware does after a
             # whole 500; returned a value) is logged and the connection stays open.
             self.completed = True
+            return
+        if not self.cancelled_by_disconnect and trio.current_effective_deadline() == -math.inf:
+            # The server cancelled the request, and the app returned all the same
+            # (a shielded write ended when the server aborted the connection).
+            await self._cut_short()
             return
         if channel.broken or channel.peer_closed or (self.disconnected and not self._body_error):
             return
@@ -255,10 +308,21 @@ class RequestCycle:
                 self._sent_status = self._error_status
                 self._bytes_sent = sent
 
+    async def _cut_short(self) -> None:
+        """The server cancelled the request: count it, and answer if still possible."""
+        self.cancelled_by_server = True
+        self._server.note_cancelled(_describe(self.scope))
+        channel = self._channel
+        if not (self._head_written or channel.broken or channel.peer_closed):
+            sent = await _answer_cancelled(channel)
+            if sent is not None:
+                self._sent_status = 503
+                self._bytes_sent = sent
+
     def _app_failed(self, exc: BaseException) -> None:
         if only_disconnects(exc) or (self.disconnected and isinstance(exc, OSError)):
             # The client left and the app let send()'s ClientDisconnected out: expected.
-            error_logger.debug("Client disconnected during %s", self._describe())
+            error_logger.debug("Client disconnected during %s", _describe(self.scope))
             return
         self._failed = True
         error_logger.error("Exception in ASGI application", exc_info=exc)
@@ -266,7 +330,7 @@ class RequestCycle:
     def log_access(self, access_log: AccessLogger) -> None:
         """Write this request's access log line."""
         status = self._sent_status
-        if status is None and self.disconnected:
+        if status is None and (self.disconnected or self.cancelled_by_server):
             status = 499  # nginx's "client closed request": nothing was sent
         access_log.log(
             self.scope,
@@ -276,9 +340,6 @@ class RequestCycle:
             0 if self.scope["method"] == "HEAD" else self._bytes_sent,
             time.perf_counter() - self._start_time,
         )
-
-    def _describe(self) -> str:
-        return f"{self.scope['method']} {self.scope['path']}"
 
     # -- receive ---------------------------------------------------------------------
 
@@ -421,14 +482,7 @@ class RequestCycle:
                 self._state_lot.unpark_all()
 
     async def _send_path(self, path: str) -> None:
-        # Opening can block (a network file system), so it goes to a thread; the
-        # bytes themselves never pass through Python on a plain socket.
-        try:
-            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise LocalProtocolError(
-                f"http.response.pathsend: cannot open {path!r}: {exc}"
-            ) from exc
+        fd = await _open_for_pathsend(path)
         try:
             await self._send_file(fd, 0, os.fstat(fd).st_size, more_body=False)
         finally:
@@ -437,12 +491,7 @@ class RequestCycle:
     async def _send_zerocopy(
         self, fd: int, offset: int | None, count: int | None, more_body: bool
     ) -> None:
-        try:
-            position = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
-            available = max(os.fstat(fd).st_size - position, 0)
-        except OSError as exc:
-            raise LocalProtocolError(f"http.response.zerocopysend: bad file: {exc}") from exc
-        count = available if count is None else min(count, available)
+        position, count = _zerocopy_range(fd, offset, count)
         await self._send_file(fd, position, count, more_body)
         if offset is None:
             # Read "from the current position": leave the position after what was sent.

@@ -183,13 +183,19 @@ class WebSocketSession:
             )
         except BaseException as exc:
             if is_cancellation(exc) and not self._peer_gone:
+                # The server stops (a forced stop, the graceful deadline); the
+                # session still gets its access log line.
                 self._server.note_cancelled(f"WebSocket {self.scope['path']}")
+                self._log()
             raise
         finally:
             self._stop_keeper()
         if outcome is Outcome.RETURNED_VALUE:
             self._failed = True
         await self._finish()
+        self._log()
+
+    def _log(self) -> None:
         access_log = self._server.access_log
         if access_log is not None:
             duration = time.perf_counter() - self._start
