@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from _pipes import LogWatch
@@ -227,6 +228,52 @@ async def test_ctrl_c_during_lifespan_startup_says_it_stops_once_started(tmp_pat
         server.process.send_signal(signal.SIGINT)
         assert await server.finish() == 130, server.log.text
     assert tracebacks(server.log.text) == 0, server.log.text
+
+
+async def test_a_stop_asked_for_during_startup_is_not_followed_by_a_serving_line(
+    tmp_path: Path,
+) -> None:
+    """One signal while the app starts: once startup ends the server stops, and it
+    does not first announce that it serves and how to stop it."""
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            import sys
+            import trio
+
+            async def app(scope, receive, send):
+                await receive()
+                print("starting up", file=sys.stderr, flush=True)
+                while not os.path.exists("go"):
+                    await trio.sleep(0.01)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()
+                await send({"type": "lifespan.shutdown.complete"})
+            """
+        )
+    )
+    async with serving(tmp_path, "app:app", "--bind", "127.0.0.1:0") as server:
+        await server.log.next("starting up")
+        server.process.send_signal(signal.SIGINT)
+        await server.log.next("Received SIGINT while starting")
+        (tmp_path / "go").touch()
+        assert await server.finish() == 0, server.log.text
+    assert "Serving on" not in server.log.text
+    assert "Received SIGINT; shutting down gracefully (0 in flight" in server.log.text
+
+
+async def test_reaching_max_requests_says_why_the_server_stops(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(SLOW_APP)
+    async with serving(
+        tmp_path, "app:app", "--bind", "127.0.0.1:0", "--max-requests", "1"
+    ) as server:
+        port = int((await server.log.next(r"Serving on http://127\.0\.0\.1:(\d+)")).group(1))
+        async with httpx.AsyncClient(trust_env=False) as client:
+            with trio.fail_after(5):
+                assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
+        assert await server.finish() == 0, server.log.text
+    assert "Reached max_requests (1); shutting down gracefully (" in server.log.text
 
 
 # -- lifespan startup failure -------------------------------------------------------------

@@ -292,6 +292,8 @@ async def _serve_connections(
                             control,
                             task_status,
                         )
+                        if server.reached_max_requests and not control.reason:
+                            control.reason = f"Reached max_requests ({config.max_requests})"
                         in_flight = server.in_flight()
                         logger.info(_shutdown_line(control, in_flight, config.graceful_timeout))
                         server.begin_shutdown()
@@ -392,7 +394,8 @@ async def _accept_until_shutdown(
             if install_signal_handlers:
                 await accept_nursery.start(_watch_signals, shutdown, control)
             urls = [listener_url(listener, scheme) for listener in listeners]
-            if control.announce:
+            if control.announce and not control.reason:
+                # (A stop asked for while starting was logged then: no "serving" now.)
                 logger.info(startup_line(urls, control.pid, control.interactive))
             task_status.started(urls)
             control.serving = True
