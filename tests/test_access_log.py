@@ -15,6 +15,8 @@ Requests go over in-memory streams (``open_test_client``) as raw bytes, under
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ from _helpers import (
 )
 from _pipes import clean_environment, running
 
-from trioserve import Config
+from trioserve import Config, ConfigError
+from trioserve._logging import COMMON_LOG_FORMAT, AccessLogger
 from trioserve.testing import open_test_client
 
 APPS = Path(__file__).parent / "fixtures" / "apps"
@@ -286,3 +289,120 @@ async def test_path_the_terminal_cannot_encode_is_logged_escaped_not_as_a_loggin
     output = command.stdout.text + command.stderr.text
     assert "Logging error" not in output
     assert '"GET /caf\\xe9/\\u0444 HTTP/1.1" 200' in command.stdout.text, output
+
+
+# -- a format that cannot make lines ----------------------------------------------------------
+
+BAD_FORMATS = {
+    "unclosed-atom": ("%(h", "'%(h' has no closing ')': write atoms as %(h)s"),
+    "number-conversion": ("%(s)d", "atoms are text: write %(s)s, not %(s)d"),
+    "lone-percent": ("100%", "it ends with a lone '%': write %% for a literal %"),
+    "lone-percent-after-atoms": (
+        "%(h)s %(x)s 100%",
+        "it ends with a lone '%': write %% for a literal %",
+    ),
+    "percent-in-text": (
+        "%(h)s 100% done",
+        "'% d' has no atom name: write %% for a literal %, %(name)s for an atom",
+    ),
+    "no-atom-name": ("%s", "'%s' has no atom name: write %% for a literal %, %(name)s for an atom"),
+    "one-character": ("%(h)c", "atoms are text: write %(h)s, not %(h)c"),
+    "unknown-conversion": ("%(h)y", "'%(h)y' is not a conversion: write %% for a literal %"),
+}
+
+
+@pytest.mark.parametrize(("log_format", "reason"), BAD_FORMATS.values(), ids=BAD_FORMATS)
+def test_a_format_that_cannot_make_lines_is_a_config_error(log_format: str, reason: str) -> None:
+    """Every atom is text: a format that cannot be filled with text fails when
+    the configuration is made, not at the first request."""
+    with pytest.raises(ConfigError) as info:
+        Config(access_log_format=log_format)
+    assert str(info.value) == f"access_log_format {log_format!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "log_format",
+    [
+        COMMON_LOG_FORMAT,
+        '%(h)s %(l)s %(l)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',  # Hypercorn's default
+        "%(h)-21s %(s)3s %(M)5.5s 100%% %(h)r %({x-request-id}i)s %(nonsense)s",
+        "no atoms at all",
+    ],
+)
+def test_text_formats_with_widths_and_literal_percent_are_accepted(log_format: str) -> None:
+    assert Config(access_log_format=log_format).access_log_format == log_format
+
+
+@pytest.mark.parametrize("where", ["flag", "variable", "file"])
+def test_the_command_refuses_a_bad_format_with_one_error_line_and_exit_2(
+    tmp_path: Path, where: str
+) -> None:
+    """The line names the format as the user gave it and how to write it."""
+    args = ["fx_asgi3:app", "--bind", "127.0.0.1:0"]
+    extra: dict[str, str] = {}
+    if where == "flag":
+        args += ["--access-logformat", "%(s)d"]
+        name = "--access-logformat"
+    elif where == "variable":
+        extra["TRIOSERVE_ACCESS_LOGFORMAT"] = "%(s)d"
+        name = "TRIOSERVE_ACCESS_LOGFORMAT"
+    else:
+        (tmp_path / "hc.toml").write_text('access_log_format = "%(s)d"\n')
+        args += ["--config", "hc.toml"]
+        name = "hc.toml: access_log_format"
+    completed = subprocess.run(
+        [sys.executable, "-m", "trioserve", *args],
+        cwd=tmp_path,
+        env=clean_environment(extra, APPS),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.splitlines() == [
+        f"Error: {name} '%(s)d': atoms are text: write %(s)s, not %(s)d"
+    ]
+
+
+class _ShipperDown(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise RuntimeError("log shipper is down")
+
+
+async def test_an_access_line_that_fails_is_reported_once_and_requests_go_on(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    """Writing the line must not fail the connection that served the request:
+    one error line says why (no traceback), and the next request is served."""
+    failing = _ShipperDown()
+    logging.getLogger(ACCESS).addFilter(failing)
+    try:
+        async with open_test_client(text_app(), logged()) as client:
+            answers = [await client.raw(GET_CLOSE) for _ in range(2)]
+    finally:
+        logging.getLogger(ACCESS).removeFilter(failing)
+    assert [parse_single(answer).status for answer in answers] == [200, 200]
+    errors = [r for r in access_log.records if r.name == "trioserve.error"]
+    assert [r.getMessage() for r in errors] == [
+        f"Access log lines cannot be written (format {FORMAT!r}): RuntimeError: log shipper "
+        "is down; further failures are not reported"
+    ]
+    assert errors[0].exc_info is None
+
+
+def test_an_access_logger_made_with_a_bad_format_writes_nothing_and_says_why_once(
+    access_log: pytest.LogCaptureFixture,
+) -> None:
+    access_logger = AccessLogger("%(s)d")
+    for _ in range(2):
+        access_logger.log({"type": "http", "method": "GET", "path": "/"}, 200, [], 0, 0.0)
+        access_logger.log_websocket(
+            {"type": "websocket", "path": "/"}, 101, (1000, 1000), (0, 0), (0, 0), 0.0
+        )
+    assert [(r.name, r.getMessage()) for r in access_log.records] == [
+        (
+            "trioserve.error",
+            "Access log lines cannot be written (format '%(s)d'): atoms are text: "
+            "write %(s)s, not %(s)d; further failures are not reported",
+        )
+    ]

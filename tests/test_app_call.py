@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from trioserve import ClientDisconnected
-from trioserve._app_call import Outcome, call_app, only_disconnects
+from trioserve._app_call import Outcome, call_app, needs_asyncio, only_disconnects
 
 if sys.version_info < (3, 11):  # pragma: no cover - version-dependent import
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -109,3 +109,20 @@ def test_only_disconnects_recognises_client_disconnected_alone_or_grouped() -> N
     assert only_disconnects(ExceptionGroup("x", [ClientDisconnected(), ClientDisconnected()]))
     assert not only_disconnects(ExceptionGroup("x", [ClientDisconnected(), ValueError()]))
     assert not only_disconnects(OSError())
+
+
+async def test_an_asyncio_yield_under_trio_counts_as_needing_asyncio() -> None:
+    """``await asyncio.sleep(0)`` in trio: trio gets asyncio's bare yield and says
+    it does not know it; that is asyncio-only code, as a missing loop is."""
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0)
+
+    outcome, failures = await call(app)
+    assert outcome is Outcome.RAISED
+    (failure,) = failures
+    assert isinstance(failure, TypeError)
+    assert "trio.run received unrecognized yield message" in str(failure)
+    assert needs_asyncio(failure)
+    assert not needs_asyncio(TypeError("unsupported operand type(s)"))

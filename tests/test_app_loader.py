@@ -160,6 +160,50 @@ def test_factory_that_needs_arguments_is_an_app_load_error() -> None:
     assert "TypeError" in message
 
 
+def test_factory_that_returns_none_says_so_not_that_the_app_is_not_callable() -> None:
+    """The factory ran; what it gave is the mistake (a missing ``return app``)."""
+    message = load_error("fx_factory:forgets_to_return", factory=True)
+    assert message == (
+        "app factory 'fx_factory:forgets_to_return' returned None, not an ASGI app; "
+        "does it end with 'return app'?"
+    )
+
+
+def test_factory_that_returns_a_non_callable_names_what_it_returned() -> None:
+    message = load_error("fx_factory:returns_settings", factory=True)
+    assert message == (
+        "app factory 'fx_factory:returns_settings' returned an object of type dict, not an ASGI app"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "meant"),
+    [
+        ("absent.py:app", "'absent:app'"),
+        ("absent.py", "'absent:app'"),
+        ("src/absent.py:make", "'--app-dir src absent:make'"),
+    ],
+)
+def test_a_file_name_that_does_not_exist_still_gets_the_module_name_hint(
+    spec: str, meant: str
+) -> None:
+    """``app.py:app`` is a file name whether or not the file is there: the hint
+    says how to name a module, rather than that no module 'app.py' exists."""
+    message = load_error(spec)
+    assert message == (
+        f"invalid app {spec!r}: give a module name, not a file; did you mean {meant}?"
+    )
+
+
+def test_a_module_named_py_in_a_package_is_still_imported(tmp_path: Path) -> None:
+    """``fx_pkg.py`` names the module ``py`` of the package ``fx_pkg`` when that is there."""
+    (tmp_path / "fx_pkg").mkdir()
+    (tmp_path / "fx_pkg" / "__init__.py").write_text("")
+    (tmp_path / "fx_pkg" / "py.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    app = load_app("fx_pkg.py:app", app_dir=str(tmp_path))
+    assert app is sys.modules["fx_pkg.py"].app
+
+
 def test_factory_that_is_not_callable_is_an_app_load_error() -> None:
     assert "not callable" in load_error("fx_asgi3:not_callable", factory=True)
 

@@ -283,7 +283,7 @@ def test_hypercorn_only_keys_in_config_file_are_warned_once_each_and_ignored(
     """The config is used (the command goes on to load the app, which is missing
     here, so it stops with exit 3 before serving)."""
     config = tmp_path / "hypercorn.toml"
-    config.write_text('pid_path = "/run/a.pid"\nworker_class = "trio"\nkeep_alive_timeout = 9\n')
+    config.write_text('pid_path = "/run/a.pid"\nworker_class = "uvloop"\nkeep_alive_timeout = 9\n')
     result = invoke("fx_no_such_module:app", "--config", str(config), "--app-dir", str(APPS_DIR))
     assert_one_line_error(result, 3, "module 'fx_no_such_module' not found")
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]

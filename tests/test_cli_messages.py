@@ -170,8 +170,6 @@ async def test_second_ctrl_c_cancels_the_request_answers_503_and_exits_130(
     answers: list[bytes] = []
     async with serving(tmp_path, "app:app", "--bind", "127.0.0.1:0", *MODES[mode]) as server:
         port = int((await server.log.next(r"Serving on http://127\.0\.0\.1:(\d+)")).group(1))
-        if mode == "workers":
-            await server.log.next("All 2 workers are ready")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_get_slow, port, answers)
             await server.log.next("request in flight")
@@ -331,7 +329,8 @@ def test_lifespan_startup_failure_is_one_error_line_and_exit_3(
     expected_tracebacks = {1} if mode == "single" else {1, 2}
     assert tracebacks(result.stderr) in (expected_tracebacks if raised else {0}), result.stderr
     assert "unsupported" not in result.stderr
-    assert "Serving on" not in result.stderr or mode == "workers"
+    # Workers too: the startup line waits until every worker is ready.
+    assert "Serving on" not in result.stderr, result.stderr
 
 
 # -- asyncio-only code -----------------------------------------------------------------------
@@ -366,11 +365,32 @@ async def app(scope, receive, send):
     await asyncio.sleep(0.01)
 """
 
+#: ``await asyncio.sleep(0)`` yields to asyncio's loop; trio gets the bare yield.
+ASYNCIO_SLEEP_IN_REQUEST = """\
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await asyncio.sleep(0)
+"""
+
+ASYNCIO_SLEEP_IN_LIFESPAN = """\
+import asyncio
+
+
+async def app(scope, receive, send):
+    await receive()
+    await asyncio.sleep(0)
+"""
+
 HINT = "trioserve runs apps on trio, and this library needs asyncio; see docs/asyncio-libraries.md"
 
 
 @pytest.mark.parametrize(
-    "source", [ASYNCIO_IN_REQUEST, SNIFFIO_IN_THREAD], ids=["get_running_loop", "sniffio"]
+    "source",
+    [ASYNCIO_IN_REQUEST, SNIFFIO_IN_THREAD, ASYNCIO_SLEEP_IN_REQUEST],
+    ids=["get_running_loop", "sniffio", "asyncio-sleep"],
 )
 async def test_asyncio_only_code_in_a_request_gets_one_hint(tmp_path: Path, source: str) -> None:
     (tmp_path / "app.py").write_text(source)
@@ -398,6 +418,17 @@ def test_asyncio_only_code_in_lifespan_startup_gets_the_hint_and_one_error_line(
     assert error_lines(result.stderr) == [
         "Error: lifespan startup failed: RuntimeError: no running event loop"
     ]
+    assert result.stderr.count(HINT) == 1, result.stderr
+
+
+def test_an_asyncio_sleep_in_lifespan_startup_gets_the_hint(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(ASYNCIO_SLEEP_IN_LIFESPAN)
+    result = run(tmp_path, "app:app", "--bind", "127.0.0.1:0")
+    assert result.returncode == 3, result.stderr
+    (error,) = error_lines(result.stderr)
+    assert error.startswith(
+        "Error: lifespan startup failed: TypeError: trio.run received unrecognized yield message"
+    ), error
     assert result.stderr.count(HINT) == 1, result.stderr
 
 
@@ -430,6 +461,11 @@ def helper(x):
             "invalid app 'sub/nested.py:app': give a module name, not a "
             "file; did you mean '--app-dir sub nested:app'?",
         ),
+        (
+            "missing.py:app",
+            "invalid app 'missing.py:app': give a module name, not a file; "
+            "did you mean 'missing:app'?",
+        ),
         ("nested:app", "module 'nested' not found in {cwd}; it is in sub/: pass --app-dir sub"),
         (
             "nowhere:app",
@@ -456,6 +492,7 @@ def helper(x):
         "file-and-attr",
         "file",
         "file-in-subdir",
+        "file-not-there",
         "module-in-subdir",
         "module-nowhere",
         "no-such-attr",
@@ -474,6 +511,27 @@ def test_an_app_that_cannot_load_is_one_line_with_a_hint_and_exit_3(
     result = run(tmp_path, spec, "--bind", "127.0.0.1:0")
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines() == ["Error: " + expected.format(cwd=tmp_path)]
+
+
+def test_a_factory_that_returns_none_says_so(tmp_path: Path) -> None:
+    (tmp_path / "odd.py").write_text("def factory():\n    app = object\n")
+    result = run(tmp_path, "odd:factory", "--factory", "--bind", "127.0.0.1:0")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: app factory 'odd:factory' returned None, not an ASGI app; "
+        "does it end with 'return app'?"
+    ]
+
+
+@pytest.mark.parametrize("spec", ["nosuch:app", "app:app"], ids=["bad-module", "failing-lifespan"])
+def test_workers_that_cannot_serve_never_announce_serving(tmp_path: Path, spec: str) -> None:
+    """With workers the supervisor binds first, but says ``Serving on`` only once
+    every worker has loaded the app and finished its startup."""
+    (tmp_path / "app.py").write_text(ANSWERS_FAILED)
+    result = run(tmp_path, spec, "--bind", "127.0.0.1:0", "--workers", "2")
+    assert result.returncode == 3, result.stderr
+    assert "Serving on" not in result.stderr, result.stderr
+    assert len(error_lines(result.stderr)) == 1, result.stderr
 
 
 async def test_a_module_name_alone_means_its_app_attribute(tmp_path: Path) -> None:

@@ -15,22 +15,26 @@ in ``tests/fixtures/config``.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pipes import clean_environment
 
 from trioserve import Config, ConfigError, ConfigWarning
-from trioserve._config_sources import HYPERCORN_ONLY_KEYS, load_config
+from trioserve._config_sources import HYPERCORN_DEFAULTS, HYPERCORN_ONLY_KEYS, load_config
 
 CONFIG_DIR = Path(__file__).parent / "fixtures" / "config"
 HYPERCORN_TOML = CONFIG_DIR / "hypercorn.toml"
 HYPERCORN_PY = CONFIG_DIR / "hypercorn_config.py"
 
-#: The Hypercorn-only keys hypercorn.toml and hypercorn_config.py set.
-IGNORED_IN_FIXTURE = {"worker_class", "server_names", "pid_path"}
+#: The Hypercorn-only keys hypercorn.toml and hypercorn_config.py set to other
+#: values than Hypercorn's defaults (their ``worker_class = "trio"`` is what
+#: trioserve does anyway).
+IGNORED_IN_FIXTURE = {"server_names", "pid_path"}
 
 FIXTURE_MODULES = {p.stem for p in CONFIG_DIR.glob("*.py")}
 
@@ -143,9 +147,9 @@ def test_toml_lists_and_octal_become_normalised_values(tmp_path: Path) -> None:
         ("worker_class", '"uvloop"'),
         ("server_names", '["example.com"]'),
         ("pid_path", '"/run/app.pid"'),
-        ("max_app_queue_size", "10"),
-        ("h2_max_concurrent_streams", "100"),
-        ("alpn_protocols", '["h2", "http/1.1"]'),
+        ("max_app_queue_size", "20"),
+        ("h2_max_concurrent_streams", "200"),
+        ("alpn_protocols", '["http/1.1"]'),
         ("user", "1000"),
     ],
 )
@@ -177,12 +181,67 @@ def test_hypercorns_websocket_keys_keep_their_meaning(tmp_path: Path) -> None:
 
 def test_every_hypercorn_only_key_warns_once_in_one_file(tmp_path: Path) -> None:
     """All of them together: one warning each, no key named twice."""
-    source = write_py(tmp_path, "".join(f"{key} = None\n" for key in sorted(HYPERCORN_ONLY_KEYS)))
+    source = write_py(
+        tmp_path, "".join(f"{key} = 'changed'\n" for key in sorted(HYPERCORN_ONLY_KEYS))
+    )
     config, messages = load_warning_keys(f"file:{source}")
     assert config == Config()
     assert len(messages) == len(HYPERCORN_ONLY_KEYS)
     for key in HYPERCORN_ONLY_KEYS:
         assert sum(f"'{key}'" in m for m in messages) == 1, key
+
+
+def test_hypercorn_defaults_of_ignored_keys_pass_without_a_warning(tmp_path: Path) -> None:
+    """A file written out from Hypercorn's defaults holds every key: a default
+    changes nothing, so nothing is said about it."""
+    lines = [f"{key} = {value!r}\n" for key, value in HYPERCORN_DEFAULTS.items()]
+    source = write_py(tmp_path, "".join(line for line in lines if "object at" not in line))
+    config, messages = load_warning_keys(f"file:{source}")
+    assert config == Config()
+    assert messages == []
+
+
+def test_hypercorn_defaults_in_toml_run_the_command_without_warnings(tmp_path: Path) -> None:
+    """(The app is missing, so that the command ends once the file is read.)"""
+    (tmp_path / "hc.toml").write_text(
+        'debug = false\nserver_names = []\nworker_class = "asyncio"\n'
+        'alpn_protocols = ["h2", "http/1.1"]\nh2_max_concurrent_streams = 100\n'
+        "keep_alive_max_requests = 1000\ndaemon = true\n"
+        'bind = "127.0.0.1:0"\n'
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "trioserve", "--config", "hc.toml", "absent:app"],
+        cwd=tmp_path,
+        env=clean_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert completed.returncode == 3, completed.stderr
+    assert "Warning" not in completed.stderr, completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "warning"),
+    [
+        (
+            "worker_class = 'uvloop'",
+            "Hypercorn setting 'worker_class' = 'uvloop' is ignored: trioserve runs apps on "
+            "trio, not on an asyncio loop; see docs/asyncio-libraries.md",
+        ),
+        ("debug = True", "Hypercorn setting 'debug' is not supported by trioserve; ignored"),
+        (
+            "server_names = ['example.com']",
+            "Hypercorn setting 'server_names' is not supported by trioserve; ignored",
+        ),
+    ],
+)
+def test_a_changed_ignored_key_warns_and_uvloop_says_apps_run_on_trio(
+    tmp_path: Path, line: str, warning: str
+) -> None:
+    source = write_py(tmp_path, line + "\n")
+    _, messages = load_warning_keys(f"file:{source}")
+    assert messages == [f"file:{source}: {warning}"]
 
 
 # -- unknown keys and wrong types ---------------------------------------------------

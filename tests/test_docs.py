@@ -87,7 +87,7 @@ def test_hypercorn_toml_example_loads_with_one_warning() -> None:
         warnings.simplefilter("always")
         config = load_config(str(ROOT / "docs" / "examples" / "hypercorn.toml"))
     assert [str(w.message) for w in caught if w.category is ConfigWarning] == [
-        f"{ROOT / 'docs' / 'examples' / 'hypercorn.toml'}: Hypercorn setting 'worker_class' "
+        f"{ROOT / 'docs' / 'examples' / 'hypercorn.toml'}: Hypercorn setting 'server_names' "
         "is not supported by trioserve; ignored"
     ]
     assert config == Config(

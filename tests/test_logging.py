@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from urllib.parse import quote
 
 import pytest
 import trio
+from _pipes import clean_environment, running
 
 from trioserve import Config, ConfigError
 from trioserve._logging import (
@@ -608,3 +611,156 @@ def test_missing_logconfig_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "absent.json"
     with pytest.raises(ConfigError, match="file not found"):
         configure_logging(logconfig=str(path))
+
+
+# -- configs written for uvicorn ----------------------------------------------------------
+
+#: How the command marks, for the processes it starts, that the warning about
+#: another server's loggers was given.
+WARNED = "_TRIOSERVE_LOGCONFIG_WARNED"
+UVICORN_WARNING = (
+    "configures another server's loggers ('uvicorn.error', 'uvicorn.access') and none of "
+    "trioserve's: trioserve logs to 'trioserve.error' and 'trioserve.access', where uvicorn "
+    "has 'uvicorn.error' and 'uvicorn.access'; see docs/logging.md"
+)
+
+
+def uvicorn_dict() -> dict[str, Any]:
+    """A uvicorn-style logging config as users write it: uvicorn's logger names,
+    and no ``disable_existing_loggers`` (dictConfig's default disables every
+    logger the file does not name)."""
+    return {
+        "version": 1,
+        "formatters": {"default": {"format": "UV %(levelname)s %(message)s"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn.error": {"handlers": ["default"], "level": "INFO"},
+            "uvicorn.access": {"handlers": ["default"], "level": "INFO"},
+        },
+    }
+
+
+UVICORN_INI = """\
+[loggers]
+keys=root,uverror,uvaccess
+
+[handlers]
+keys=default
+
+[formatters]
+keys=default
+
+[logger_root]
+level=WARNING
+handlers=
+
+[logger_uverror]
+level=INFO
+handlers=default
+qualname=uvicorn.error
+
+[logger_uvaccess]
+level=INFO
+handlers=default
+qualname=uvicorn.access
+
+[handler_default]
+class=StreamHandler
+formatter=default
+args=(sys.stderr,)
+
+[formatter_default]
+format=UV %(levelname)s %(message)s
+"""
+
+
+@pytest.mark.parametrize("kind", ["json", "ini"])
+async def test_a_uvicorn_style_logconfig_keeps_the_error_log_and_says_which_loggers_to_use(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """trioserve.error is not disabled by a file that does not name it, and one
+    warning says which loggers trioserve logs to."""
+    monkeypatch.setenv(WARNED, "")  # undone after the test, whatever the code set
+    path = tmp_path / f"uvicorn.{kind}"
+    path.write_text(json.dumps(uvicorn_dict()) if kind == "json" else UVICORN_INI)
+    configure_logging(errorlog="-", logconfig=str(path))
+    configure_logging(errorlog="-", logconfig=str(path))
+    assert not logging.getLogger(ERROR).disabled
+    await serve_one_failing_request()
+    err = capsys.readouterr().err
+    assert "[ERROR] Exception in ASGI application" in err, err
+    assert err.count(UVICORN_WARNING) == 1, err
+    assert f"[WARNING] logconfig {str(path)!r} {UVICORN_WARNING}" in err
+
+
+def test_a_logconfig_that_names_a_trioserve_logger_gets_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(WARNED, "")  # undone after the test, whatever the code set
+    data = uvicorn_dict()
+    data["loggers"][ERROR] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(data))
+    configure_logging(errorlog="-", logconfig=str(path))
+    assert "another server's loggers" not in capsys.readouterr().err
+
+
+def test_an_unconfigurable_logconfig_names_the_underlying_cause(tmp_path: Path) -> None:
+    """dictConfig says only which part failed; the reason (a formatter class of a
+    package that is not installed, as uvicorn's are without uvicorn) comes along."""
+    data = uvicorn_dict()
+    data["formatters"]["default"] = {"()": "trioserve_absent_pkg.logging.DefaultFormatter"}
+    path = tmp_path / "uvicorn.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        configure_logging(logconfig=str(path))
+    assert str(info.value) == (
+        f"logconfig {str(path)!r}: ValueError: Unable to configure formatter 'default': "
+        "Cannot resolve 'trioserve_absent_pkg.logging.DefaultFormatter': "
+        "No module named 'trioserve_absent_pkg'"
+    )
+
+
+@pytest.mark.parametrize("name", ["logging.yaml", "logging.yml"])
+def test_a_yaml_logconfig_is_refused_by_name_with_the_formats_that_work(
+    tmp_path: Path, name: str
+) -> None:
+    """Not an INI parser's complaint about section headers."""
+    (tmp_path / name).write_text("version: 1\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "trioserve", "--log-config", name, "absent:app"],
+        cwd=tmp_path,
+        env=clean_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.splitlines() == [
+        f"Error: logconfig {name!r}: YAML is not supported; use JSON (.json), TOML (.toml) or INI"
+    ]
+
+
+@pytest.mark.parametrize(
+    "mode", [pytest.param([], id="one-process"), pytest.param(["-w", "2"], id="workers")]
+)
+async def test_the_command_warns_once_of_a_uvicorn_logconfig_and_keeps_its_error_log(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    """Workers configure logging from the same file; the warning is the command's,
+    given once."""
+    (tmp_path / "uvicorn.json").write_text(json.dumps(uvicorn_dict()))
+    (tmp_path / "app.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    args = ["app:app", "--bind", "127.0.0.1:0", "--log-config", "uvicorn.json", *mode]
+    async with running(args, tmp_path, clean_environment({})) as command:
+        await command.serving("http")
+    assert command.stderr.text.count(UVICORN_WARNING) == 1, command.stderr.text

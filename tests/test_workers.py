@@ -133,10 +133,10 @@ async def wait_gone(pids: set[int], seconds: float = 30) -> None:
 
 def serving_counts(text: str) -> list[int]:
     """How many workers serve after each ready or shutdown line of ``text``,
-    from the first ``All N workers are ready`` to the supervisor's first
+    from the startup line (``Serving on``: every first worker is ready) to the supervisor's first
     ``Received`` line: a worker serves from ``Worker PID ready`` until its own
     ``Shutting down`` line."""
-    start = text.index("workers are ready")
+    start = text.index("Serving on")
     end = text.find("Received", start)
     serving = {int(pid) for pid in re.findall(READY, text[:start])}
     counts = []
@@ -194,9 +194,8 @@ class Load:
 
 async def test_requests_spread_over_the_workers_and_sigterm_ends_them_all() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
-        await server.log.next("All 2 workers are ready")
+        url = (await server.log.next(SERVING)).group(1)
         assert os.getpid() not in pids
         assert await pids_serving(url, pids) == pids
         server.signal(signal.SIGTERM)
@@ -208,8 +207,8 @@ async def test_requests_spread_over_the_workers_and_sigterm_ends_them_all() -> N
 
 async def test_a_killed_worker_is_replaced_and_the_new_one_serves() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         victim = min(pids)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -250,8 +249,8 @@ async def test_ctrl_c_to_the_process_group_finishes_requests_in_flight() -> None
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", start_new_session=True
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         answers: list[int] = []
         async with trio.open_nursery() as nursery:
 
@@ -271,7 +270,7 @@ async def test_web_concurrency_is_the_default_worker_count() -> None:
         "fx_workers:app", "-b", "127.0.0.1:0", env={"WEB_CONCURRENCY": "2"}
     ) as server:
         await server.log.next("Starting 2 workers")
-        await server.log.next("All 2 workers are ready")
+        await server.log.next(r"Serving on .*, 2 workers\)")
     async with supervisor(
         "fx_workers:app", "-w", "3", "-b", "127.0.0.1:0", env={"WEB_CONCURRENCY": "2"}
     ) as server:
@@ -308,8 +307,8 @@ async def test_unix_socket_is_served_by_the_workers_and_removed_by_the_superviso
 
 async def test_an_ipv6_address_is_bound_once_and_served_by_the_workers() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "[::1]:0") as server:
-        url = (await server.log.next(r"Serving on (http://\[::1\]:\d+)")).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(r"Serving on (http://\[::1\]:\d+)")).group(1)
         assert await pids_serving(url, pids) == pids
         server.signal(signal.SIGTERM)
         assert await server.finish() == 0, server.log.text
@@ -321,8 +320,8 @@ async def test_an_ipv6_address_is_bound_once_and_served_by_the_workers() -> None
 @pytest.mark.slow
 async def test_sighup_replaces_every_worker_without_a_failed_request() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
-        url = (await server.log.next(SERVING)).group(1)
         old = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         load = Load(url)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run)
@@ -348,8 +347,8 @@ async def test_sighup_replaces_every_worker_without_a_failed_request() -> None:
 @pytest.mark.slow
 async def test_sigttin_adds_a_worker_and_sigttou_removes_one() -> None:
     async with supervisor("fx_workers:app", "-w", "2", "-b", "127.0.0.1:0") as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         server.signal(signal.SIGTTIN)
         await server.log.next(r"Received SIGTTIN; adding a worker \(now 3\)")
         (added,) = await server.ready_pids(1)
@@ -377,8 +376,8 @@ async def test_a_worker_stuck_in_a_blocking_call_is_killed_after_the_healthcheck
         "--worker-healthcheck-timeout",
         "1",
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         outcome: list[str] = []
 
         async def blocked_request() -> None:
@@ -403,8 +402,8 @@ async def test_a_worker_over_worker_max_rss_is_replaced_gracefully() -> None:
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--worker-max-rss", "120"
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         grown = await get(url, "/alloc?150")
         match = await server.log.next(r"Worker (\d+) uses (\d+) MiB \(worker_max_rss 120\)")
         assert int(match.group(1)) == grown
@@ -423,8 +422,8 @@ async def test_sigusr1_reopens_the_access_log_after_it_was_renamed(tmp_path: Pat
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--access-logfile", str(log)
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         await get(url, "/before")
         rotated = tmp_path / "access.log.1"
         log.rename(rotated)
@@ -495,8 +494,8 @@ async def test_a_second_sigterm_kills_workers_that_are_still_finishing() -> None
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--graceful-timeout", "60"
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         async with trio.open_nursery() as nursery:
 
             async def slow_request() -> None:
@@ -523,9 +522,8 @@ async def test_max_requests_replaces_a_worker_only_once_its_replacement_is_ready
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--max-requests", "6"
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         first = await server.ready_pids(2)
-        await server.log.next("All 2 workers are ready")
+        url = (await server.log.next(SERVING)).group(1)
         load = Load(url)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run, 2)
@@ -588,10 +586,10 @@ async def test_worker_max_rss_below_a_fresh_worker_is_one_error_not_a_replacemen
     async with supervisor(
         "fx_workers:app", "-w", "2", "-b", "127.0.0.1:0", "--worker-max-rss", "1"
     ) as server:
-        url = (await server.log.next(SERVING)).group(1)
         pids = await server.ready_pids(2)
-        # Each worker is measured when it reports ready, before the last is counted.
-        await server.log.next("All 2 workers are ready")
+        url = (await server.log.next(SERVING)).group(1)
+        # Each worker is measured when it reports ready, before the last is counted
+        # and the startup line says the workers serve.
         over = r"\[ERROR\] Worker (\d+) uses \d+ MiB once started, over worker_max_rss 1; "
         over += "the limit does not apply to it"
         assert {int(pid) for pid in re.findall(over, server.log.text)} == pids
@@ -609,8 +607,8 @@ async def test_sighup_with_a_release_that_cannot_start_keeps_the_old_workers(
     release.write_text("good")
     env = {"FX_RELEASE": str(release)}
     async with supervisor("fx_release:app", "-w", "2", "-b", "127.0.0.1:0", env=env) as server:
-        url = (await server.log.next(SERVING)).group(1)
         old = await server.ready_pids(2)
+        url = (await server.log.next(SERVING)).group(1)
         release.write_text("broken")
         server.signal(signal.SIGHUP)
         await server.log.next(
@@ -640,8 +638,8 @@ async def test_a_crashed_worker_whose_replacement_cannot_start_leaves_the_others
     release.write_text("good")
     env = {"FX_RELEASE": str(release)}
     async with supervisor("fx_release:app", "-w", "2", "-b", "127.0.0.1:0", env=env) as server:
-        url = (await server.log.next(SERVING)).group(1)
         first, second = sorted(await server.ready_pids(2))
+        url = (await server.log.next(SERVING)).group(1)
         release.write_text("broken")
         os.kill(first, signal.SIGKILL)
         await server.log.next(
@@ -708,8 +706,8 @@ async def test_workers_serve_tls_on_the_inherited_socket(tmp_path: Path) -> None
         "--keyfile",
         str(keyfile),
     ) as server:
-        url = (await server.log.next(r"Serving on (https://127\.0\.0\.1:\d+)")).group(1)
         pids = await server.ready_pids(2)
+        url = (await server.log.next(r"Serving on (https://127\.0\.0\.1:\d+)")).group(1)
         context = ssl.create_default_context()
         ca.configure_trust(context)
         async with httpx.AsyncClient(verify=context, trust_env=False) as client:

@@ -35,6 +35,9 @@ error_logger = logging.getLogger("trioserve.error")
 
 #: What asyncio says when asyncio-only code runs without its event loop.
 _NO_ASYNCIO_LOOP = ("no running event loop", "There is no current event loop")
+#: What trio says when a coroutine yields to an event loop that is not trio's
+#: (``await asyncio.sleep(0)``, an asyncio future).
+_FOREIGN_YIELD = "trio.run received unrecognized yield message"
 #: The hint for an app that failed like that, logged once per process.
 ASYNCIO_HINT = (
     "The app failed the way asyncio-only code fails outside asyncio: trioserve runs "
@@ -101,8 +104,9 @@ def _failed(exc: BaseException, on_failure: Callable[[BaseException], None]) -> 
 
 def needs_asyncio(exc: BaseException) -> bool:
     """``exc`` (or an exception in its group, cause or context) is how code that
-    needs asyncio fails under trio: asyncio finds no event loop, or ``sniffio``
-    finds no async library (as in a worker thread)."""
+    needs asyncio fails under trio: asyncio finds no event loop, trio gets a
+    yield meant for asyncio's loop, or ``sniffio`` finds no async library (as in
+    a worker thread)."""
     seen: set[int] = set()
     pending = [exc]
     while pending:
@@ -115,6 +119,8 @@ def needs_asyncio(exc: BaseException) -> bool:
         if isinstance(current, RuntimeError) and any(
             text in str(current) for text in _NO_ASYNCIO_LOOP
         ):
+            return True
+        if isinstance(current, TypeError) and _FOREIGN_YIELD in str(current):
             return True
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)

@@ -70,6 +70,15 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> 
             obj = obj()
         except Exception as exc:
             raise AppLoadError(f"app factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+        if obj is None:
+            raise AppLoadError(
+                f"app factory {spec!r} returned None, not an ASGI app; "
+                "does it end with 'return app'?"
+            )
+        if not callable(obj):
+            raise AppLoadError(
+                f"app factory {spec!r} returned an object of type {type(obj).__name__}, not an ASGI app"
+            )
     if not callable(obj):
         raise AppLoadError(f"{spec!r} is not callable (got {type(obj).__name__})")
     return to_asgi3(obj, spec)
@@ -84,12 +93,14 @@ _APPS_SHOWN = 5
 
 def _names_a_file(module_name: str, app_dir: str | None) -> bool:
     """``module_name`` is a path (``app.py``, ``src/app.py``) rather than a
-    module name; ``app.py`` counts only when the file is there, since it could
-    also name a module ``py`` in a package ``app``."""
+    module name, whether or not the file is there: a module named ``py`` in a
+    package ``app`` counts only when that module's file is there."""
     if "/" in module_name or os.sep in module_name:
         return True
-    base = app_dir if app_dir is not None else "."
-    return module_name.endswith(".py") and os.path.isfile(os.path.join(base, module_name))
+    if not module_name.endswith(".py"):
+        return False
+    base = os.path.join(app_dir if app_dir is not None else ".", *module_name.split("."))
+    return not (os.path.isfile(base + ".py") or os.path.isdir(base))
 
 
 def _module_spelling(path: str, attr_path: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ._binds import FdBind, parse_bind
 from ._errors import ConfigError
+from ._logging import DEFAULT_ACCESS_LOG_FORMAT, check_access_log_format
 from .protocol._proxy import TrustedProxies
 
 __all__ = ["Config", "suggest_key"]
@@ -518,10 +519,9 @@ class _TLSAndLoggingKeys(_DeploymentKeys):
         hypercorn=True,
     )
     access_log_format: str = _key(
-        '%(h)s - "%(r)s" %(s)s %(st)s',
-        "Access log line format, with Hypercorn's atoms (see docs/logging.md); the "
-        "default is shaped like uvicorn's line.",
-        _str,
+        DEFAULT_ACCESS_LOG_FORMAT,
+        "Access log line format over Hypercorn's atoms, all text: %(s)s (docs/logging.md).",
+        check_access_log_format,
         hypercorn=True,
     )
     loglevel: str = _key(

@@ -27,6 +27,7 @@ else:  # pragma: no cover - version-dependent import
     import tomli as tomllib
 
 __all__ = [
+    "HYPERCORN_DEFAULTS",
     "HYPERCORN_ONLY_KEYS",
     "HYPERCORN_RENAMED_KEYS",
     "config_from_mapping",
@@ -37,35 +38,44 @@ __all__ = [
 _FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(Config))
 
 
-#: Hypercorn settings trioserve does not implement: a config file that sets them
-#: gets a ConfigWarning naming each, and they are ignored.
-HYPERCORN_ONLY_KEYS = frozenset(
-    {
-        "alpn_protocols",
-        "alt_svc_headers",
-        "application_path",
-        "debug",
-        "dogstatsd_tags",
-        "group",
-        "h11_pass_raw_headers",
-        "h2_max_concurrent_streams",
-        "h2_max_header_list_size",
-        "h2_max_inbound_frame_size",
-        "keep_alive_max_requests",
-        "logconfig_dict",
-        "logger_class",
-        "max_app_queue_size",
-        "pid_path",
-        "quic_bind",
-        "server_names",
-        "statsd_host",
-        "statsd_prefix",
-        "user",
-        "verify_flags",
-        "worker_class",
-        "wsgi_max_body_size",
-    }
-)
+#: Hypercorn's default for each setting trioserve does not implement. A config
+#: file that sets one to another value gets a ConfigWarning naming it, and it is
+#: ignored; its default changes nothing, so it passes quietly (a file written out
+#: from Hypercorn's defaults holds them all). ``_NO_DEFAULT``: always warned of.
+_NO_DEFAULT = object()
+HYPERCORN_DEFAULTS: dict[str, object] = {
+    "alpn_protocols": ["h2", "http/1.1"],
+    "alt_svc_headers": [],
+    "application_path": _NO_DEFAULT,
+    "daemon": True,
+    "debug": False,
+    "dogstatsd_tags": "",
+    "group": None,
+    "h11_pass_raw_headers": False,
+    "h2_max_concurrent_streams": 100,
+    "h2_max_header_list_size": 2**16,
+    "h2_max_inbound_frame_size": 2**14,
+    "keep_alive_max_requests": 1000,
+    "logconfig_dict": None,
+    "logger_class": _NO_DEFAULT,
+    "max_app_queue_size": 10,
+    "pid_path": None,
+    "quic_bind": [],
+    "server_names": [],
+    "statsd_host": None,
+    "statsd_prefix": "",
+    "user": None,
+    "verify_flags": None,
+    # trioserve runs every app on trio: asyncio (the default) and trio are what
+    # a file means anyway; uvloop gets its own warning.
+    "worker_class": "asyncio",
+    "wsgi_max_body_size": 16 * 1024 * 1024,
+}
+
+#: Hypercorn settings trioserve does not implement: a config file that sets one to
+#: a value other than Hypercorn's default gets a ConfigWarning naming it, and it
+#: is ignored.
+HYPERCORN_ONLY_KEYS = frozenset(HYPERCORN_DEFAULTS)
 
 #: Hypercorn settings trioserve implements under another name: Hypercorn's name is
 #: read as trioserve's.
@@ -101,8 +111,9 @@ def reference_markdown() -> str:
         "",
         "## Hypercorn settings trioserve ignores",
         "",
-        "A configuration file that sets one of these gets a `ConfigWarning` naming it,",
-        "and the setting is ignored:",
+        "A configuration file that sets one of these to a value other than Hypercorn's",
+        "default gets a `ConfigWarning` naming it, and the setting is ignored; Hypercorn's",
+        "default changes nothing and passes quietly:",
         "",
         ", ".join(f"`{key}`" for key in sorted(HYPERCORN_ONLY_KEYS)) + ".",
         "",
@@ -133,17 +144,31 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> C
         if key in _FIELD_NAMES:
             keys[key] = value
         elif key in HYPERCORN_ONLY_KEYS:
-            warnings.warn(
-                f"{source}: Hypercorn setting {key!r} is not supported by trioserve; ignored",
-                ConfigWarning,
-                stacklevel=2,
-            )
+            warning = _ignored_setting(key, value)
+            if warning is not None:
+                warnings.warn(f"{source}: {warning}", ConfigWarning, stacklevel=2)
         else:
             raise ConfigError(f"{source}: unknown configuration key {key!r}{suggest_key(key)}")
     try:
         return Config(**keys)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _ignored_setting(key: str, value: object) -> str | None:
+    """The warning for a Hypercorn setting trioserve ignores; ``None`` when its
+    value changes nothing."""
+    if key == "worker_class" and value in ("asyncio", "trio"):
+        return None
+    if key == "worker_class" and value == "uvloop":
+        return (
+            "Hypercorn setting 'worker_class' = 'uvloop' is ignored: trioserve runs apps "
+            "on trio, not on an asyncio loop; see docs/asyncio-libraries.md"
+        )
+    default = HYPERCORN_DEFAULTS[key]
+    if default is not _NO_DEFAULT and value == default and type(value) is type(default):
+        return None
+    return f"Hypercorn setting {key!r} is not supported by trioserve; ignored"
 
 
 def _settings_of(obj: object) -> dict[str, Any]:

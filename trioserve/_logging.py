@@ -19,8 +19,8 @@ import http
 import io
 import json
 import logging
-import logging.config
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +39,8 @@ __all__ = [
     "WEBSOCKET_SUFFIX",
     "AccessLogAtoms",
     "AccessLogger",
+    "access_log_format_problem",
+    "check_access_log_format",
     "configure_logging",
     "escape",
     "reopen_log_files",
@@ -55,6 +57,7 @@ COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 WEBSOCKET_SUFFIX = " websocket close=%(ws_close)s in=%(ws_in)s out=%(ws_out)s time=%(L)s"
 
 access_logger = logging.getLogger("trioserve.access")
+error_logger = logging.getLogger("trioserve.error")
 
 
 def _escape_table() -> dict[int, str]:
@@ -281,6 +284,78 @@ class AccessLogAtoms(dict[str, str]):
     }
 
 
+#: One ``%`` conversion: ``%%``, or an optional ``(name)``, flags, width,
+#: precision and the conversion character (absent at the end of the format).
+_CONVERSION = re.compile(
+    r"%(?:%|(?:\((?P<key>[^)]*)(?P<close>\)?))?[#0\- +]*(?P<width>\*|\d+)?"
+    r"(?:\.(?:\*|\d+))?[hlL]?(?P<type>.?))",
+    re.S,
+)
+
+
+class _TextAtoms(dict[str, str]):
+    """Answers every atom with text, as the real atoms do: two characters, as
+    most real values are more than one (``%(s)c`` fails on ``200``). A conversion
+    without an atom name (``%s``) formats the mapping itself: that raises."""
+
+    def __missing__(self, key: str) -> str:
+        return "--"
+
+    def __str__(self) -> str:
+        raise _NoAtomName
+
+    __repr__ = __str__
+
+
+class _NoAtomName(Exception):
+    pass
+
+
+def access_log_format_problem(log_format: str) -> str | None:
+    """Why ``log_format`` cannot make access log lines (every atom is text), or
+    ``None`` when it can."""
+    for match in _CONVERSION.finditer(log_format):
+        text, key, kind = match.group(0), match.group("key"), match.group("type")
+        if text == "%%":
+            continue
+        if key is not None and not match.group("close"):
+            return f"{text!r} has no closing ')': write atoms as %({key})s"
+        if not kind:
+            return "it ends with a lone '%': write %% for a literal %"
+        if key is None:
+            return f"{text!r} has no atom name: write %% for a literal %, %(name)s for an atom"
+        if match.group("width") == "*":
+            return f"{text!r}: '*' needs a number argument; write the width out"
+        if kind in "diouxXeEfFgGc":
+            spelled = text[:-1] + "s"
+            return f"atoms are text: write {spelled}, not {text}"
+        if kind not in "sra":
+            return f"{text!r} is not a conversion: write %% for a literal %"
+    try:
+        # Formatted only to see that it can be: what the scan above does not know.
+        log_format % _TextAtoms(l="-")
+    except _NoAtomName:
+        return "a conversion has no atom name: write %% for a literal %, %(name)s for an atom"
+    except (TypeError, ValueError, KeyError) as exc:
+        return str(exc)
+    return None
+
+
+def check_access_log_format(key: str, value: object) -> str:
+    """The validator of the ``access_log_format`` key: a string that can make
+    access log lines.
+
+    Raises:
+      ConfigError: naming ``key``, the format and what is wrong with it.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r} ({type(value).__name__})")
+    problem = access_log_format_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{key} {value!r}: {problem}")
+    return value
+
+
 class AccessLogger:
     """Writes access log lines to the ``trioserve.access`` logger.
 
@@ -293,7 +368,33 @@ class AccessLogger:
     """
 
     def __init__(self, log_format: str = DEFAULT_ACCESS_LOG_FORMAT) -> None:
+        self._reported = False
+        self._problem: str | None = None
+        self._format = ""
         self.format = log_format
+
+    @property
+    def format(self) -> str:
+        """The format; one that cannot make lines (see :func:`check_access_log_format`)
+        writes none, and says so once in the error log."""
+        return self._format
+
+    @format.setter
+    def format(self, log_format: str) -> None:
+        self._format = log_format
+        self._problem = access_log_format_problem(log_format)
+
+    def _report(self, problem: str) -> None:
+        # A line that cannot be written must not fail the request it describes, nor
+        # fill the error log: one line says why, then lines are dropped quietly.
+        if not self._reported:
+            self._reported = True
+            error_logger.error(
+                "Access log lines cannot be written (format %r): %s; "
+                "further failures are not reported",
+                self._format,
+                problem,
+            )
 
     def log(
         self,
@@ -307,12 +408,20 @@ class AccessLogger:
         logger = access_logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
-        if _write_direct(logger, self.format, atoms):
+        if self._problem is not None:
+            self._report(self._problem)
             return
-        # Made here rather than by logger.info(), which would first walk the stack
-        # to find the caller's file and line: nothing an access line shows.
-        logger.handle(logger.makeRecord(_ACCESS, logging.INFO, "", 0, self.format, (atoms,), None))
+        log_format = self._format
+        try:
+            atoms = AccessLogAtoms(scope, status, response_headers, bytes_sent, request_time)
+            if _write_direct(logger, log_format, atoms):
+                return
+            # Made here rather than by logger.info(), which would first walk the
+            # stack to find the caller's file and line: nothing an access line shows.
+            record = logger.makeRecord(_ACCESS, logging.INFO, "", 0, log_format, (atoms,), None)
+            logger.handle(record)
+        except Exception as exc:
+            self._report(f"{type(exc).__name__}: {exc}")
 
     def log_websocket(
         self,
@@ -337,13 +446,22 @@ class AccessLogger:
         logger = access_logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        atoms = AccessLogAtoms({**scope, "method": "GET"}, status, (), sent[1], duration)
-        ours, theirs = close_codes
-        atoms["ws_close"] = f"{'-' if ours is None else ours}/{'-' if theirs is None else theirs}"
-        atoms["ws_in"] = f"{received[0]}/{received[1]}"
-        atoms["ws_out"] = f"{sent[0]}/{sent[1]}"
-        log_format = self.format + WEBSOCKET_SUFFIX
-        logger.handle(logger.makeRecord(_ACCESS, logging.INFO, "", 0, log_format, (atoms,), None))
+        if self._problem is not None:
+            self._report(self._problem)
+            return
+        log_format = self._format + WEBSOCKET_SUFFIX
+        try:
+            atoms = AccessLogAtoms({**scope, "method": "GET"}, status, (), sent[1], duration)
+            ours, theirs = close_codes
+            atoms["ws_close"] = (
+                f"{'-' if ours is None else ours}/{'-' if theirs is None else theirs}"
+            )
+            atoms["ws_in"] = f"{received[0]}/{received[1]}"
+            atoms["ws_out"] = f"{sent[0]}/{sent[1]}"
+            record = logger.makeRecord(_ACCESS, logging.INFO, "", 0, log_format, (atoms,), None)
+            logger.handle(record)
+        except Exception as exc:
+            self._report(f"{type(exc).__name__}: {exc}")
 
 
 _ACCESS = access_logger.name
@@ -473,10 +591,18 @@ def reopen_log_files() -> None:
 
 
 def _apply_logconfig(spec: str) -> None:
+    # Imported here: logging.config imports the socket module, which the sans-IO
+    # layer's users must not get from importing trioserve's configuration.
+    import logging.config
+
     kind, _, path = spec.partition(":")
-    if kind not in ("json", "toml", "ini") or not path:
+    if kind not in ("json", "toml", "ini", "yaml") or not path:
         path = spec
         kind = os.path.splitext(spec)[1].lstrip(".").lower()
+    if kind in ("yaml", "yml"):
+        raise ConfigError(
+            f"logconfig {spec!r}: YAML is not supported; use JSON (.json), TOML (.toml) or INI"
+        )
     try:
         if kind in ("json", "toml"):
             with open(path, "rb") as file:
@@ -484,10 +610,12 @@ def _apply_logconfig(spec: str) -> None:
             # As for .ini files: a config that does not say so must not silence the
             # loggers set up above (dictConfig's default would disable them).
             data.setdefault("disable_existing_loggers", False)
+            names = list(data.get("loggers") or ())
             logging.config.dictConfig(data)
         else:
             if not os.path.exists(path):
                 raise FileNotFoundError(path)
+            names = _ini_logger_names(path)
             logging.config.fileConfig(path, disable_existing_loggers=False)
     except FileNotFoundError:
         raise ConfigError(f"logconfig {spec!r}: file not found") from None
@@ -503,5 +631,55 @@ def _apply_logconfig(spec: str) -> None:
     ) as exc:
         # json/toml decode errors are ValueErrors; dictConfig and fileConfig raise
         # the rest for bad contents (fileConfig: RuntimeError, configparser errors).
-        message = " ".join(str(exc).split())
-        raise ConfigError(f"logconfig {spec!r}: {type(exc).__name__}: {message}") from None
+        raise ConfigError(f"logconfig {spec!r}: {_with_causes(exc)}") from None
+    _warn_other_servers_loggers(spec, names)
+
+
+def _with_causes(exc: BaseException) -> str:
+    """``exc`` and what caused it, on one line: dictConfig's own message
+    (``Unable to configure formatter 'default'``) names the part but not why."""
+    parts = [f"{type(exc).__name__}: {exc}"]
+    cause = exc.__cause__
+    while cause is not None and len(parts) < 4:
+        text = str(cause)
+        if text and text not in parts[-1]:
+            parts.append(text)
+        cause = cause.__cause__
+    return " ".join(": ".join(parts).split())
+
+
+def _ini_logger_names(path: str) -> list[str]:
+    """The loggers an INI logging config names (its ``qualname`` entries)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+        keys = parser.get("loggers", "keys", fallback="")
+        names = [
+            parser.get(f"logger_{key.strip()}", "qualname", fallback="") for key in keys.split(",")
+        ]
+    except (configparser.Error, UnicodeDecodeError):
+        return []  # fileConfig reports what is wrong with the file
+    return [name for name in names if name]
+
+
+#: Set in the environment once the warning below was logged, so that the workers
+#: and the reloaded server, which configure logging from the same file, stay quiet.
+_WARNED = "_TRIOSERVE_LOGCONFIG_WARNED"
+
+
+def _warn_other_servers_loggers(spec: str, names: list[str]) -> None:
+    """A config written for uvicorn or Hypercorn names their loggers: say once
+    which loggers trioserve logs to, since nothing of it reaches them."""
+    theirs = [name for name in names if name.split(".")[0] in ("uvicorn", "hypercorn")]
+    ours = [name for name in names if name.split(".")[0] == "trioserve"]
+    if not theirs or ours or os.environ.get(_WARNED):
+        return
+    os.environ[_WARNED] = "1"
+    error_logger.warning(
+        "logconfig %r configures another server's loggers (%s) and none of trioserve's: "
+        "trioserve logs to 'trioserve.error' and 'trioserve.access', where %s has "
+        "'%s.error' and '%s.access'; see docs/logging.md",
+        spec,
+        ", ".join(repr(name) for name in theirs),
+        *[theirs[0].split(".")[0]] * 3,
+    )

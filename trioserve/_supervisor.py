@@ -216,9 +216,16 @@ def _describe_exit(returncode: int) -> str:
 
 class _Supervisor:
     def __init__(
-        self, config: Config, spec: WorkerSpec, fds: Sequence[int], notifier: Notifier | None
+        self,
+        config: Config,
+        spec: WorkerSpec,
+        fds: Sequence[int],
+        notifier: Notifier | None,
+        startup_line: str,
     ) -> None:
         self.config = config
+        #: Logged once every first worker is ready: only then is the app served.
+        self.startup_line = startup_line
         self.payload = encode_spec(spec)
         self.fds = tuple(fds)
         self.notifier = notifier
@@ -343,7 +350,7 @@ class _Supervisor:
     def _one_more_ready(self) -> None:
         self.unready -= 1
         if self.unready == 0:
-            logger.info("All %d workers are ready", self.config.workers)
+            logger.info(self.startup_line)
             if self.notifier is not None:
                 self.notifier.notify("READY=1")
                 assert self.service_nursery is not None
@@ -597,14 +604,14 @@ async def supervise(
                 )
             urls = [listener_url(listener, scheme) for listener in secure]
             urls += [listener_url(listener, "http") for listener in insecure]
-            logger.info(startup_line(urls, os.getpid(), True, config.workers))
             worker_config = config.replace(
                 bind=[f"fd://{_listener_fd(listener)}" for listener in secure],
                 insecure_bind=[f"fd://{_listener_fd(listener)}" for listener in insecure],
             )
             spec = WorkerSpec(worker_config, app.app, app.factory, app.app_dir)
             fds = [_listener_fd(listener) for listener in (*secure, *insecure)]
-            supervisor = _Supervisor(config, spec, fds, notifier)
+            line = startup_line(urls, os.getpid(), True, config.workers)
+            supervisor = _Supervisor(config, spec, fds, notifier, line)
             logger.info("Starting %d workers", config.workers)
             await supervisor.run(signals)
         finally:
