@@ -135,12 +135,12 @@ def serving_counts(text: str) -> list[int]:
     """How many workers serve after each ready or shutdown line of ``text``,
     from the startup line (``Serving on``: every first worker is ready) to the supervisor's first
     ``Received`` line: a worker serves from ``Worker PID ready`` until its own
-    ``Shutting down`` line."""
+    shutdown line (which may begin with its reason)."""
     start = text.index("Serving on")
     end = text.find("Received", start)
     serving = {int(pid) for pid in re.findall(READY, text[:start])}
     counts = []
-    pattern = re.compile(r"Worker (\d+) ready|\[(\d+)\] \[INFO\] Shutting down")
+    pattern = re.compile(r"Worker (\d+) ready|\[(\d+)\] \[INFO\] (?:[^\n]*; )?[Ss]hutting down")
     for match in pattern.finditer(text, start, end if end != -1 else len(text)):
         if match.group(1):
             serving.add(int(match.group(1)))

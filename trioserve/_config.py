@@ -108,15 +108,11 @@ def _headers(key: str, value: object) -> tuple[tuple[str, str], ...]:
         raise ConfigError(f"{key} must be a list of 'name:value' strings, got {item!r}") from None
     for name, _ in pairs:
         if name in _SERVER_OWNED_HEADERS:
-            raise ConfigError(
-                f"{key}: {name!r} cannot be set for every response: the server writes it "
-                "from each response's framing"
-            )
+            raise ConfigError(f"{key}: {name!r} is set by the server for each response; drop it")
     return tuple(pairs)
 
 
-#: Header fields that describe a response's framing and the connection: added to
-#: every answer, they would contradict what the server decides per response.
+#: Framing and connection fields: the server decides them for each response.
 _SERVER_OWNED_HEADERS = frozenset(
     {"connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te", "trailer"}
 )

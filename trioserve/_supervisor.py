@@ -216,16 +216,11 @@ def _describe_exit(returncode: int) -> str:
 
 class _Supervisor:
     def __init__(
-        self,
-        config: Config,
-        spec: WorkerSpec,
-        fds: Sequence[int],
-        notifier: Notifier | None,
-        startup_line: str,
+        self, config: Config, spec: WorkerSpec, fds: Sequence[int], notifier: Notifier | None
     ) -> None:
         self.config = config
         #: Logged once every first worker is ready: only then is the app served.
-        self.startup_line = startup_line
+        self.startup_line = "Serving"
         self.payload = encode_spec(spec)
         self.fds = tuple(fds)
         self.notifier = notifier
@@ -610,8 +605,8 @@ async def supervise(
             )
             spec = WorkerSpec(worker_config, app.app, app.factory, app.app_dir)
             fds = [_listener_fd(listener) for listener in (*secure, *insecure)]
-            line = startup_line(urls, os.getpid(), True, config.workers)
-            supervisor = _Supervisor(config, spec, fds, notifier, line)
+            supervisor = _Supervisor(config, spec, fds, notifier)
+            supervisor.startup_line = startup_line(urls, os.getpid(), True, config.workers)
             logger.info("Starting %d workers", config.workers)
             await supervisor.run(signals)
         finally:
