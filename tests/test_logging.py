@@ -615,9 +615,6 @@ def test_missing_logconfig_file_is_a_config_error(tmp_path: Path) -> None:
 
 # -- configs written for uvicorn ----------------------------------------------------------
 
-#: How the command marks, for the processes it starts, that the warning about
-#: another server's loggers was given.
-WARNED = "_TRIOSERVE_LOGCONFIG_WARNED"
 UVICORN_WARNING = (
     "configures another server's loggers ('uvicorn.error', 'uvicorn.access') and none of "
     "trioserve's: trioserve logs to 'trioserve.error' and 'trioserve.access', where uvicorn "
@@ -684,16 +681,15 @@ format=UV %(levelname)s %(message)s
 async def test_a_uvicorn_style_logconfig_keeps_the_error_log_and_says_which_loggers_to_use(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     kind: str,
 ) -> None:
     """trioserve.error is not disabled by a file that does not name it, and one
     warning says which loggers trioserve logs to."""
-    monkeypatch.setenv(WARNED, "")  # undone after the test, whatever the code set
     path = tmp_path / f"uvicorn.{kind}"
     path.write_text(json.dumps(uvicorn_dict()) if kind == "json" else UVICORN_INI)
     configure_logging(errorlog="-", logconfig=str(path))
-    configure_logging(errorlog="-", logconfig=str(path))
+    # As a worker does, after the command that started it warned.
+    configure_logging(errorlog="-", logconfig=str(path), announce=False)
     assert not logging.getLogger(ERROR).disabled
     await serve_one_failing_request()
     err = capsys.readouterr().err
@@ -703,9 +699,8 @@ async def test_a_uvicorn_style_logconfig_keeps_the_error_log_and_says_which_logg
 
 
 def test_a_logconfig_that_names_a_trioserve_logger_gets_no_warning(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(WARNED, "")  # undone after the test, whatever the code set
     data = uvicorn_dict()
     data["loggers"][ERROR] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     path = tmp_path / "both.json"

@@ -507,6 +507,7 @@ def configure_logging(
     errorlog: str | None = "-",
     accesslog: str | None = None,
     logconfig: str | None = None,
+    announce: bool = True,
 ) -> None:
     """Set up the ``trioserve.error`` and ``trioserve.access`` loggers for the CLI.
 
@@ -514,7 +515,9 @@ def configure_logging(
     path, appended to; ``None`` turns that log off. ``logconfig`` then applies a
     logging configuration file: ``.json``/``json:`` or ``.toml``/``toml:`` as a
     :func:`logging.config.dictConfig` dict, anything else (``.ini``) with
-    :func:`logging.config.fileConfig`.
+    :func:`logging.config.fileConfig`. With ``announce``, a logging configuration
+    written for uvicorn's or Hypercorn's loggers gets a warning (a worker or a
+    reloaded server process leaves that to the command that started it).
 
     Embedding code that calls :func:`trioserve.serve` configures logging itself;
     trioserve does not touch the root logger.
@@ -551,7 +554,7 @@ def configure_logging(
     else:
         access.addHandler(logging.NullHandler())
     if logconfig is not None:
-        _apply_logconfig(logconfig)
+        _apply_logconfig(logconfig, announce)
 
 
 class _AccessStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -590,7 +593,7 @@ def reopen_log_files() -> None:
                 handler.reopen()
 
 
-def _apply_logconfig(spec: str) -> None:
+def _apply_logconfig(spec: str, announce: bool) -> None:
     # Imported here: logging.config imports the socket module, which the sans-IO
     # layer's users must not get from importing trioserve's configuration.
     import logging.config
@@ -632,7 +635,8 @@ def _apply_logconfig(spec: str) -> None:
         # json/toml decode errors are ValueErrors; dictConfig and fileConfig raise
         # the rest for bad contents (fileConfig: RuntimeError, configparser errors).
         raise ConfigError(f"logconfig {spec!r}: {_with_causes(exc)}") from None
-    _warn_other_servers_loggers(spec, names)
+    if announce:
+        _warn_other_servers_loggers(spec, names)
 
 
 def _with_causes(exc: BaseException) -> str:
@@ -662,19 +666,13 @@ def _ini_logger_names(path: str) -> list[str]:
     return [name for name in names if name]
 
 
-#: Set in the environment once the warning below was logged, so that the workers
-#: and the reloaded server, which configure logging from the same file, stay quiet.
-_WARNED = "_TRIOSERVE_LOGCONFIG_WARNED"
-
-
 def _warn_other_servers_loggers(spec: str, names: list[str]) -> None:
     """A config written for uvicorn or Hypercorn names their loggers: say once
     which loggers trioserve logs to, since nothing of it reaches them."""
     theirs = [name for name in names if name.split(".")[0] in ("uvicorn", "hypercorn")]
     ours = [name for name in names if name.split(".")[0] == "trioserve"]
-    if not theirs or ours or os.environ.get(_WARNED):
+    if not theirs or ours:
         return
-    os.environ[_WARNED] = "1"
     error_logger.warning(
         "logconfig %r configures another server's loggers (%s) and none of trioserve's: "
         "trioserve logs to 'trioserve.error' and 'trioserve.access', where %s has "

@@ -230,6 +230,7 @@ def run_child() -> None:
             errorlog=config.errorlog,
             accesslog=config.accesslog,
             logconfig=config.logconfig,
+            announce=False,
         )
         run_app(
             spec["app"],

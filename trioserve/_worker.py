@@ -368,6 +368,7 @@ def main() -> None:
             errorlog=config.errorlog,
             accesslog=config.accesslog,
             logconfig=config.logconfig,
+            announce=False,
         )
         app = load_app(spec.app, factory=spec.factory, app_dir=spec.app_dir)
     except ConfigError as exc:
