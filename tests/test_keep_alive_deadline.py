@@ -108,3 +108,31 @@ async def test_arming_before_the_guard_starts_still_sets_the_deadline(
         nursery.start_soon(keep_alive.guard, reader.run)
     assert keep_alive.expired
     assert expiries == [pytest.approx(TIMEOUT)]
+
+
+async def test_input_received_but_not_yet_taken_keeps_the_connection(autojump_clock: Any) -> None:
+    """The deadline passes with a next request already received (the event loop was
+    held up, so the reader read it but the connection has not looked yet): that is
+    not an idle connection, and closing it would drop the request."""
+    reader = Reader()
+    received: list[bytes] = []
+    expiries: list[float] = []
+    keep_alive = KeepAlive(TIMEOUT, lambda: expiries.append(0.0), lambda: bool(received))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_alive.guard, reader.run)
+        await trio.testing.wait_all_tasks_blocked()
+        keep_alive.arm()
+        await trio.sleep(TIMEOUT - 0.1)
+        received.append(b"GET / HTTP/1.1\r\n")
+        await trio.sleep(TIMEOUT)
+        assert not keep_alive.expired
+        assert expiries == []
+        # The connection takes the request, serves it, and goes idle again: the
+        # deadline applies from then on.
+        keep_alive.disarm()
+        received.clear()
+        keep_alive.arm()
+        await trio.sleep(TIMEOUT + 0.1)
+        assert keep_alive.expired
+        assert len(expiries) == 1
+        reader.done.set()

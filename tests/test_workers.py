@@ -131,6 +131,14 @@ async def wait_gone(pids: set[int], seconds: float = 30) -> None:
             await trio.sleep(0.05)
 
 
+def stop_line(text: str, pid: int) -> int:
+    """Where the worker ``pid`` logs that it shuts down (the line may begin with
+    its reason)."""
+    match = re.search(rf"\[{pid}\] \[INFO\] (?:[^\n]*; )?[Ss]hutting down", text)
+    assert match is not None, text
+    return match.start()
+
+
 def serving_counts(text: str) -> list[int]:
     """How many workers serve after each ready or shutdown line of ``text``,
     from the startup line (``Serving on``: every first worker is ready) to the supervisor's first
@@ -337,7 +345,7 @@ async def test_sighup_replaces_every_worker_without_a_failed_request() -> None:
         # Overlap: a new worker was ready before an old one began to shut down.
         text = server.log.text
         first_ready = min(text.index(f"Worker {pid} ready") for pid in new)
-        first_stop = min(text.index(f"[{pid}] [INFO] Shutting down") for pid in old)
+        first_stop = min(stop_line(text, pid) for pid in old)
         assert first_ready < first_stop
         assert load.failures == []
         assert new <= load.pids
@@ -410,7 +418,7 @@ async def test_a_worker_over_worker_max_rss_is_replaced_gracefully() -> None:
         assert int(match.group(2)) > 120
         (replacement,) = await server.ready_pids(1)
         # Stopped only after its replacement was ready.
-        await server.log.next(rf"\[{grown}\] \[INFO\] Shutting down")
+        await server.log.next(rf"\[{grown}\] \[INFO\] (?:[^\n]*; )?[Ss]hutting down")
         await wait_gone({grown})
         survivors = (pids - {grown}) | {replacement}
         assert await pids_serving(url, survivors) == survivors

@@ -368,7 +368,9 @@ class HTTP11Connection:
         }
         self._proto = HTTP11Protocol(server.limits)
         self._channel = HTTP11Channel(transport, self._proto, server)
-        self._keep_alive = KeepAlive(server.config.keep_alive_timeout, transport.wake)
+        self._keep_alive = KeepAlive(
+            server.config.keep_alive_timeout, transport.wake, lambda: transport.buffered > 0
+        )
         self._cycle: RequestCycle | None = None
         self._websocket: WebSocketSession | None = None
 

@@ -31,6 +31,11 @@ class KeepAlive:
     Args:
       timeout: seconds a connection may be idle (``keep_alive_timeout``).
       on_expiry: called when the deadline expires, to wake the idle wait.
+      has_input: whether bytes of a next request were received and not taken yet.
+          Such bytes end the idle period even if the connection's task has not
+          seen them: a deadline and a request that arrive together (after the
+          event loop was held up) must not close the connection under the
+          request.
 
     Attributes:
       armed: the connection is idle now (read-only: see :meth:`arm`).
@@ -39,11 +44,25 @@ class KeepAlive:
           task ended (read-only).
     """
 
-    __slots__ = ("_on_expiry", "_scope", "_timeout", "armed", "expired", "idle_since")
+    __slots__ = (
+        "_has_input",
+        "_on_expiry",
+        "_scope",
+        "_timeout",
+        "armed",
+        "expired",
+        "idle_since",
+    )
 
-    def __init__(self, timeout: float, on_expiry: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        on_expiry: Callable[[], None],
+        has_input: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._timeout = timeout
         self._on_expiry = on_expiry
+        self._has_input = has_input
         self.idle_since = 0.0
         self._scope: trio.CancelScope | None = None
         self.armed = False
@@ -71,11 +90,16 @@ class KeepAlive:
         restart."""
         timeout = self._timeout
         while True:
-            deadline = self.idle_since + timeout if self.armed else math.inf
+            idle = self.armed and not self._has_input()
+            deadline = self.idle_since + timeout if idle else math.inf
             with trio.CancelScope(deadline=deadline) as self._scope:
                 await fn(*args)
                 return
-            if self.armed and trio.current_time() >= self.idle_since + timeout:
+            if (
+                self.armed
+                and trio.current_time() >= self.idle_since + timeout
+                and not self._has_input()
+            ):
                 self.expired = True
                 self._on_expiry()
                 return
