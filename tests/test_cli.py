@@ -488,10 +488,11 @@ async def app(scope, receive, send):
     ("first", "second", "sigint_ignored"),
     [
         (signal.SIGINT, signal.SIGTERM, False),
-        (signal.SIGTERM, signal.SIGINT, False),
-        (signal.SIGTERM, signal.SIGTERM, False),
-        (signal.SIGINT, signal.SIGINT, False),
-        (signal.SIGTERM, signal.SIGTERM, True),
+        # The other orders run with the long tests (the default run stays short).
+        pytest.param(signal.SIGTERM, signal.SIGINT, False, marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, signal.SIGTERM, False, marks=pytest.mark.slow),
+        pytest.param(signal.SIGINT, signal.SIGINT, False, marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, signal.SIGTERM, True, marks=pytest.mark.slow),
         (signal.SIGINT, signal.SIGINT, True),
     ],
 )

@@ -277,6 +277,7 @@ async def test_lifespan_startup_failure_stops_gunicorn_with_one_error_line(
     assert "Traceback" not in gunicorn.stderr.text
 
 
+@pytest.mark.slow
 async def test_a_timeout_runs_the_worker_abort_hook_and_the_worker_exits_1(
     start: object, app_dir: Path
 ) -> None:

@@ -662,6 +662,7 @@ async def test_a_crashed_worker_whose_replacement_cannot_start_leaves_the_others
     assert "Traceback" not in server.log.text
 
 
+@pytest.mark.slow
 async def test_sigttou_retires_a_slot_whose_worker_keeps_crashing_while_it_starts(
     tmp_path: Path,
 ) -> None:
