@@ -211,6 +211,7 @@ async def test_max_requests_ends_the_worker_and_gunicorn_boots_another(start: ob
     assert await gunicorn.finish() == 0, gunicorn.stderr.text
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_an_in_flight_request_finish(start: object) -> None:
     gunicorn = await start()  # type: ignore[operator]
     url = await gunicorn.wait_listening()

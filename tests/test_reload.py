@@ -189,6 +189,7 @@ async def test_reload_with_workers_runs_one_server_and_says_workers_is_ignored(
         assert "Worker" not in running.log.text
 
 
+@pytest.mark.slow
 async def test_a_broken_edit_gives_one_error_line_and_the_next_good_edit_serves_again(
     reloader: Reloader, app_dir: Path
 ) -> None:
@@ -218,6 +219,7 @@ async def _append(answers: list[str], answer: object) -> None:
     answers.append(await answer)  # type: ignore[misc]
 
 
+@pytest.mark.slow
 async def test_include_and_exclude_patterns_decide_which_edits_restart(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(APP % "v1")
     (tmp_path / "generated").mkdir()
