@@ -236,26 +236,30 @@ async def test_a_stop_asked_for_during_startup_is_not_followed_by_a_serving_line
     (tmp_path / "app.py").write_text(
         textwrap.dedent(
             """\
-            import os
             import sys
             import trio
+
+            def wait_for_go():
+                with open("go") as fifo:  # blocks until the test writes
+                    fifo.read()
 
             async def app(scope, receive, send):
                 await receive()
                 print("starting up", file=sys.stderr, flush=True)
-                while not os.path.exists("go"):
-                    await trio.sleep(0.01)
+                await trio.to_thread.run_sync(wait_for_go)
                 await send({"type": "lifespan.startup.complete"})
                 await receive()
                 await send({"type": "lifespan.shutdown.complete"})
             """
         )
     )
+    os.mkfifo(tmp_path / "go")
     async with serving(tmp_path, "app:app", "--bind", "127.0.0.1:0") as server:
         await server.log.next("starting up")
         server.process.send_signal(signal.SIGINT)
         await server.log.next("Received SIGINT while starting")
-        (tmp_path / "go").touch()
+        # Opening the FIFO waits for the app's reader, which then goes on.
+        (tmp_path / "go").write_text("go")
         assert await server.finish() == 0, server.log.text
     assert "Serving on" not in server.log.text
     assert "Received SIGINT; shutting down gracefully (0 in flight" in server.log.text

@@ -92,8 +92,6 @@ class ServerState:
         self.active_requests = 0
         self.shutting_down = False
         self._requests_started = 0
-        #: ``max_requests`` (with its jitter) requests have been admitted.
-        self.reached_max_requests = False
         self._max_requests: float = math.inf
         if config.max_requests is not None:
             self._max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
@@ -158,9 +156,13 @@ class ServerState:
         self.active_requests += 1
         self._requests_started += 1
         if self._requests_started >= self._max_requests:
-            self.reached_max_requests = True
             self.shutdown_requested.set()
         return True
+
+    @property
+    def reached_max_requests(self) -> bool:
+        """``max_requests`` (with its jitter) requests have been admitted."""
+        return self._requests_started >= self._max_requests
 
     def request_done(self) -> None:
         """Count out a request that :meth:`admit_request` admitted."""
